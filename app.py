@@ -1,0 +1,111 @@
+"""Runner's REST API: routes only; every rule lives in chalicelib/."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import yaml
+from chalice import AuthResponse, Chalice
+
+from chalicelib import services, users
+from chalicelib.config import get_settings
+from chalicelib.errors import AuthorizerDenied, Unauthenticated
+from chalicelib.http import (
+    bool_param, json_response, page_params, parse_json_body, reshape_foreign_errors,
+)
+from chalicelib.http import api as _api
+from chalicelib.tokens import bearer_token, issue_token, verify_token
+
+app = Chalice(app_name="runner")
+app.register_middleware(reshape_foreign_errors, "http")
+OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml"
+
+
+# Clients are asked for application/json; curl -d and bare requests send the others.
+BODY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
+
+
+def route(path, method, public=False):
+    """Register a view: token-guarded unless public, errors mapped, path account checked."""
+    def register(view):
+        wrapped = _api(view, lambda: app.current_request)
+        return app.route(path, methods=[method], content_types=BODY_TYPES,
+                         authorizer=None if public else token_authorizer)(wrapped)
+    return register
+
+
+def body(required: bool = True):
+    """The current request's JSON body."""
+    return parse_json_body(app.current_request.raw_body, required)
+
+
+def query():
+    """The current request's query parameters."""
+    return app.current_request.query_params or {}
+
+
+@app.authorizer()
+def token_authorizer(auth_request):
+    """Accept a valid bearer token; the routes check that its account owns the path."""
+    try:
+        principal = verify_token(services.signing_key().get(), bearer_token(auth_request.token))
+    except Unauthenticated as denied:
+        raise AuthorizerDenied(denied.message) from None
+    return AuthResponse(routes=["*"], principal_id=principal.username,
+                        context={"accountAlias": principal.account_alias, "roles": ",".join(principal.roles)})
+
+
+@route("/health", "GET", public=True)
+def health():
+    return {"status": "ok"}
+
+
+@route("/openapi.json", "GET", public=True)
+def openapi():
+    return _openapi_document()
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_document():
+    return yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
+
+
+@route("/authentication/login", "POST", public=True)
+def login():
+    username, password = users.check_login_body(body())
+    principal = users.authenticate(username, password)
+    token = issue_token(services.signing_key().get(), principal, get_settings().token_ttl_seconds)
+    return {"userName": principal.username, "accountAlias": principal.account_alias,
+            "roles": list(principal.roles), "bearerToken": token}
+
+
+@route("/jobs/{accountAlias}", "POST")
+def create_job(accountAlias):
+    immediate = bool_param(query(), "immediate")
+    services.refuse_immediate_start(immediate)
+    return json_response([services.job_service().create(accountAlias, body())], 201)
+
+
+@route("/jobs/{accountAlias}", "GET")
+def list_jobs(accountAlias):
+    page, size = page_params(query())
+    return services.job_service().list(accountAlias, page, size)
+
+
+@route("/jobs/{accountAlias}/{jobId}", "GET")
+def get_job(accountAlias, jobId):
+    return services.job_service().get(accountAlias, jobId)
+
+
+@route("/jobs/{accountAlias}/{jobId}", "PUT")
+def update_job(accountAlias, jobId):
+    immediate = bool_param(query(), "immediate")
+    services.refuse_immediate_start(immediate)
+    return [services.job_service().update(accountAlias, jobId, body())]
+
+
+@route("/jobs/{accountAlias}/{jobId}", "DELETE")
+def delete_job(accountAlias, jobId):
+    services.job_service().delete(accountAlias, jobId)
+    return json_response(None, 204)

@@ -1,0 +1,1 @@
+"""Domain code of Runner: everything below the HTTP routes of app.py."""

@@ -1,0 +1,80 @@
+"""Administration against whichever AWS endpoint the environment names.
+
+    python -m chalicelib.admin create-account ACME
+    python -m chalicelib.admin create-user --account ACME --username ops@acme [--password-stdin]
+
+Without --password-stdin a password is generated and printed once. For local mode, point the
+environment at the emulator first: `eval "$(python -m chalicelib.admin local-env)"`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from chalicelib import users
+from chalicelib.errors import RunnerError
+
+
+def _create_account(args: argparse.Namespace) -> int:
+    created = users.ensure_account(args.alias)
+    print(f"account {args.alias} {'created' if created else 'already exists'}")
+    return 0
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    if args.create_account:
+        users.ensure_account(args.account)
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(18)
+    users.create_user(args.username, password, args.account, tuple(args.role or users.DEFAULT_ROLES),
+                      replace=args.reset)
+    print(f"user {args.username} of account {args.account} {'reset' if args.reset else 'created'}")
+    if not args.password_stdin:
+        print(f"password: {password}")
+    return 0
+
+
+def _local_env(args: argparse.Namespace) -> int:
+    path = Path(args.state_dir) / "emulator.json"
+    try:
+        env = json.loads(path.read_text(encoding="utf-8"))["environment"]
+    except (OSError, ValueError, KeyError):
+        print(f"no running local mode found ({path} is missing): start it with `make run`", file=sys.stderr)
+        return 1
+    for name, value in sorted(env.items()):
+        print(f"export {name}={value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command."""
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.admin", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    account = commands.add_parser("create-account", help="create an account alias")
+    account.add_argument("alias")
+    account.set_defaults(run=_create_account)
+    user = commands.add_parser("create-user", help="create a user of an account")
+    user.add_argument("--account", required=True)
+    user.add_argument("--username", required=True)
+    user.add_argument("--role", action="append", help="a role (repeatable); default ACCOUNT_ADMIN")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user.add_argument("--create-account", action="store_true", help="create the account if missing")
+    user.add_argument("--reset", action="store_true", help="replace an existing user's password")
+    user.set_defaults(run=_create_user)
+    local_env = commands.add_parser("local-env", help="print the environment of the running local mode")
+    local_env.add_argument("--state-dir", default=os.environ.get("RUNNER_STATE_DIR", ".runner"))
+    local_env.set_defaults(run=_local_env)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except RunnerError as error:
+        where = f" ({error.field})" if error.field else ""
+        print(f"error{where}: {error.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Every environment variable the service reads, with its default, in one frozen object."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# Logical ids of the tables in infra/template.yaml. Each table's physical name comes from the
+# environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
+# template sets on every function and local mode sets for itself.
+TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable")
+
+DEFAULT_TOKEN_TTL_SECONDS = 14 * 24 * 3600
+
+
+def table_env_var(logical_id: str) -> str:
+    """The environment variable naming the physical table of a template logical id."""
+    words = re.findall(r"[A-Z][a-z0-9]*", logical_id)
+    return "RUNNER_" + "_".join(word.upper() for word in words)
+
+
+def default_table_name(logical_id: str) -> str:
+    """The table name used when the environment names none (local mode, tests)."""
+    return "runner-" + logical_id.removesuffix("Table").lower()
+
+
+def _int_env(environ: dict, name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration, read once from the environment."""
+
+    region: str = "us-east-1"
+    tables: dict = field(default_factory=dict)
+    kms_key_id: str = "alias/runner"
+    signing_secret_id: str = "runner/token-signing-key"
+    token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
+    local_mode: bool = False
+
+    def table(self, logical_id: str) -> str:
+        """Physical name of a table of the template."""
+        return self.tables[logical_id]
+
+    @classmethod
+    def from_environ(cls, environ: dict | None = None) -> "Settings":
+        """Build the settings from an environment mapping (os.environ by default)."""
+        env = dict(os.environ if environ is None else environ)
+        tables = {
+            logical: env.get(table_env_var(logical)) or default_table_name(logical)
+            for logical in TABLE_LOGICAL_IDS
+        }
+        return cls(
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            tables=tables,
+            kms_key_id=env.get("RUNNER_KMS_KEY_ID") or "alias/runner",
+            signing_secret_id=env.get("RUNNER_SIGNING_SECRET_ID") or "runner/token-signing-key",
+            token_ttl_seconds=_int_env(env, "RUNNER_TOKEN_TTL_SECONDS", DEFAULT_TOKEN_TTL_SECONDS),
+            local_mode=env.get("RUNNER_LOCAL", "") == "1",
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use (never at import time)."""
+    return Settings.from_environ()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and local mode change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,142 @@
+"""The embedded AWS emulator: moto in server mode, provisioned from infra/template.yaml."""
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import boto3
+import requests
+
+from chalicelib.config import Settings, table_env_var
+from chalicelib.template import create_table_request, load_template, resources
+
+MOTO_ACCOUNT_ID = "123456789012"
+EMULATOR_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (on loopback)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def emulator_environment(endpoint: str, region: str, table_prefix: str, template: dict) -> dict[str, str]:
+    """The environment that points boto3, PynamoDB and our settings at the emulator."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_SESSION_TOKEN": "local",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "AWS_ENDPOINT_URL": endpoint,
+        "RUNNER_LOCAL": "1",
+    }
+    for logical_id in resources(template, "AWS::DynamoDB::Table"):
+        env[table_env_var(logical_id)] = f"{table_prefix}{logical_id}"
+    return env
+
+
+@dataclass
+class EmulatorState:
+    """What of the emulator must survive a restart beyond the tables: key material, signing key."""
+
+    kms_key_id: str
+    kms_key_material: bytes
+    signing_key: str
+
+    def to_json(self) -> dict:
+        return {"kmsKeyId": self.kms_key_id,
+                "kmsKeyMaterial": base64.b64encode(self.kms_key_material).decode("ascii"),
+                "signingKey": self.signing_key}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EmulatorState":
+        return cls(data["kmsKeyId"], base64.b64decode(data["kmsKeyMaterial"]), data["signingKey"])
+
+
+class Emulator:
+    """moto's server on loopback, running in this process, with our resources created in it."""
+
+    def __init__(self, port: int | None = None, region: str = "us-east-1") -> None:
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        self.port = port or free_port()
+        self.region = region
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    def start(self) -> None:
+        """Start the server and switch on the emulator features local mode needs."""
+        os.environ["MOTO_PORT"] = str(self.port)
+        self._server.start()
+        answer = requests.post(f"{self.endpoint}/moto-api/config", json=EMULATOR_CONFIG, timeout=10)
+        answer.raise_for_status()
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self._server.stop()
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of the emulator."""
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint,
+                            aws_access_key_id="local", aws_secret_access_key="local",
+                            aws_session_token="local")
+
+    def provision(self, template: dict, settings: Settings, state: EmulatorState | None) -> EmulatorState:
+        """Create the template's resources in this emulator."""
+        return provision(self.client, self.region, template, settings, state)
+
+
+def provision(client: Callable[[str], Any], region: str, template: dict, settings: Settings,
+              state: EmulatorState | None) -> EmulatorState:
+    """Create the template's tables, KMS key and alias, and signing secret in moto."""
+    dynamodb = client("dynamodb")
+    for logical_id, properties in resources(template, "AWS::DynamoDB::Table").items():
+        dynamodb.create_table(**create_table_request(properties, settings.table(logical_id)))
+    kms_key_id = _create_key(client("kms"), region, template, state)
+    signing_key = state.signing_key if state else secrets.token_urlsafe(48)
+    secretsmanager = client("secretsmanager")
+    for properties in resources(template, "AWS::SecretsManager::Secret").values():
+        if properties.get("Name") == settings.signing_secret_id:
+            secretsmanager.create_secret(Name=properties["Name"], SecretString=signing_key,
+                                         Description=properties.get("Description", ""))
+    return EmulatorState(kms_key_id, _backend_key(region, kms_key_id).key_material, signing_key)
+
+
+def _create_key(kms: Any, region: str, template: dict, state: EmulatorState | None) -> str:
+    keys = resources(template, "AWS::KMS::Key")
+    if len(keys) != 1:
+        raise RuntimeError(f"infra/template.yaml must declare one KMS key, found {len(keys)}")
+    logical_id, properties = next(iter(keys.items()))
+    key_id = kms.create_key(Description=properties.get("Description", ""))["KeyMetadata"]["KeyId"]
+    if state is not None:
+        key_id = _restore_key(region, key_id, state)
+    for alias in resources(template, "AWS::KMS::Alias").values():
+        if alias.get("TargetKeyId") == {"Ref": logical_id}:
+            kms.create_alias(AliasName=alias["AliasName"], TargetKeyId=key_id)
+    return key_id
+
+
+def _backend_key(region: str, key_id: str) -> Any:
+    from moto.kms.models import kms_backends
+
+    return kms_backends[MOTO_ACCOUNT_ID][region].keys[key_id]
+
+
+def _restore_key(region: str, new_key_id: str, state: EmulatorState) -> str:
+    # moto cannot import key material, so the emulator's key is given back its old id and
+    # material directly: ciphertexts stored before the restart must still decrypt.
+    from moto.kms.models import kms_backends
+
+    backend = kms_backends[MOTO_ACCOUNT_ID][region]
+    key = backend.keys.pop(new_key_id)
+    key.id = state.kms_key_id
+    key.arn = key.arn.replace(new_key_id, state.kms_key_id)
+    key.key_material = state.kms_key_material
+    backend.keys[state.kms_key_id] = key
+    return state.kms_key_id

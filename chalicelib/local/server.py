@@ -1,0 +1,167 @@
+"""`make run`: the emulator, the tables, the bootstrap accounts and the API, in the foreground."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from chalice.config import Config
+from chalice.local import LocalChalice, LocalDevServer, ThreadedHTTPServer
+
+from chalicelib import aws, models, services
+from chalicelib.config import get_settings, reset_settings
+from chalicelib.local.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
+from chalicelib.local.emulator import Emulator, emulator_environment
+from chalicelib.local.gateway import RunnerRequestHandler
+from chalicelib.local.snapshot import (
+    dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
+)
+from chalicelib.template import load_template
+
+logger = logging.getLogger("runner.local")
+SNAPSHOT_EVERY_SECONDS = 30
+
+
+class PortTaken(Exception):
+    """The API port is in use."""
+
+
+class LocalRunner:
+    """Everything `make run` starts, and stops again in reverse order."""
+
+    def __init__(self, state_dir: Path, host: str, port: int, accounts: list[str]) -> None:
+        self.state_dir = state_dir
+        self.host = host
+        self.port = port
+        self.accounts = accounts
+        self.emulator: Emulator | None = None
+        self.server: LocalDevServer | None = None
+        self.emulator_state = None
+        self.local_json: dict = {}
+        self._stop = threading.Event()
+        self._snapshot_lock = threading.Lock()
+
+    def _bind_api(self) -> None:
+        from app import app
+
+        app.__class__ = LocalChalice  # thread-local current_request, as `chalice local` does
+        try:
+            self.server = LocalDevServer(app, Config(), self.host, self.port,
+                                         handler_cls=RunnerRequestHandler, server_cls=ThreadedHTTPServer)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortTaken(f"port {self.port} on {self.host} is already in use: stop what runs there, "
+                                f"or choose another port with RUNNER_PORT=<port>") from None
+            raise
+
+    def start(self) -> dict:
+        """Start everything; answer the content of local.json."""
+        self._bind_api()  # first: a taken port must fail before anything else starts
+        template = load_template()
+        self.emulator = Emulator(region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        os.environ.update(emulator_environment(self.emulator.endpoint, self.emulator.region,
+                                               "runner-local-", template))
+        reset_settings()
+        aws.reset_clients()
+        models.unbind()
+        services.reset()
+        self.emulator.start()
+        settings = get_settings()
+        saved = read_snapshot(self.state_dir)
+        self.emulator_state = self.emulator.provision(template, settings, saved[0] if saved else None)
+        os.environ["RUNNER_KMS_KEY_ID"] = self.emulator_state.kms_key_id
+        reset_settings()
+        services.reset()
+        settings = get_settings()
+        if saved:
+            restored = load_tables(self.emulator.client("dynamodb"), settings.tables, saved[1])
+            logger.info("restored %d items from %s", restored, self.state_dir)
+        models.bind(settings)
+        local_json_path = self.state_dir / "local.json"
+        entries = bootstrap_accounts(self.accounts, self.emulator_state.signing_key,
+                                     settings.token_ttl_seconds, previous_passwords(local_json_path))
+        base_url = f"http://{self.host}:{self.port}"
+        self.local_json = {"baseUrl": base_url, **entries[0], "accounts": entries}
+        write_private(local_json_path, json.dumps(self.local_json, indent=2) + "\n")
+        environment = {name: value for name, value in os.environ.items()
+                       if name.startswith(("AWS_", "RUNNER_")) and name not in ("RUNNER_PORT",)}
+        write_private(self.state_dir / "emulator.json",
+                      json.dumps({"endpoint": self.emulator.endpoint, "environment": environment}, indent=2))
+        self.snapshot()
+        threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
+        return self.local_json
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
+            try:
+                self.snapshot()
+            except Exception:  # noqa: BLE001 - a failed periodic save must not end the service
+                logger.exception("periodic snapshot failed")
+
+    def snapshot(self) -> Path:
+        """Save the tables and the emulator's keys to the state directory."""
+        with self._snapshot_lock:
+            tables = dump_tables(self.emulator.client("dynamodb"), get_settings().tables)
+            return save_snapshot(self.state_dir, self.emulator_state, tables)
+
+    def serve(self) -> None:
+        """Serve the API until interrupted."""
+        self.server.server.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        """Save state and stop everything (the API first, so no write is lost)."""
+        self._stop.set()
+        if self.server is not None:
+            self.server.server.server_close()
+        if self.emulator is not None and self.emulator_state is not None:
+            path = self.snapshot()
+            print(f"runner: state saved to {path}", flush=True)
+        if self.emulator is not None:
+            self.emulator.stop()
+            (self.state_dir / "emulator.json").unlink(missing_ok=True)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    """Run local mode in the foreground; Ctrl-C (or SIGTERM) stops it cleanly."""
+    logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulator's access log
+    state_dir = Path(os.environ.get("RUNNER_STATE_DIR", ".runner")).resolve()
+    try:
+        port = int(os.environ.get("RUNNER_PORT", "8000"))
+        accounts = parse_accounts(os.environ.get("RUNNER_LOCAL_ACCOUNTS"))
+    except ValueError as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 2
+    runner = LocalRunner(state_dir, os.environ.get("RUNNER_HOST", "127.0.0.1"), port, accounts)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        local = runner.start()
+    except PortTaken as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        runner.stop()
+        return 130
+    print(f"Runner is up on {local['baseUrl']}  (emulator on {runner.emulator.endpoint})")
+    for entry in local["accounts"]:
+        print(f"  account {entry['accountAlias']}: username {entry['username']}  password {entry['password']}")
+    print(f"  bearer token of {local['accountAlias']}: {local['bearerToken']}")
+    print(f"  credentials and tokens: {state_dir / 'local.json'}   (Ctrl-C stops)", flush=True)
+    try:
+        runner.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("runner: stopping", flush=True)
+        runner.stop()
+    return 0

@@ -1,0 +1,107 @@
+"""PynamoDB models, one per table of infra/template.yaml, bound to table names at run time."""
+from __future__ import annotations
+
+import threading
+
+from pynamodb.attributes import (
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, LocalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.aws import instrument
+from chalicelib.config import Settings, get_settings
+
+
+class User(Model):
+    """A person or program that logs in; belongs to exactly one account."""
+
+    class Meta:
+        table_name = "runner-users"
+
+    username = UnicodeAttribute(hash_key=True)
+    password_hash = UnicodeAttribute(attr_name="passwordHash")
+    account_alias = UnicodeAttribute(attr_name="accountAlias")
+    roles = ListAttribute(of=UnicodeAttribute, default=list)
+    created_time = NumberAttribute(attr_name="createdTime")
+
+
+class Account(Model):
+    """An account alias and the counters kept in the same transaction as what they count."""
+
+    class Meta:
+        table_name = "runner-accounts"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    job_count = NumberAttribute(attr_name="jobCount", default=0)
+    created_time = NumberAttribute(attr_name="createdTime")
+
+
+class JobsByCreatedTime(LocalSecondaryIndex):
+    """An account's jobs ordered by creation time (queried newest first)."""
+
+    class Meta:
+        index_name = "createdTime-index"
+        projection = AllProjection()
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    created_time = NumberAttribute(range_key=True, attr_name="createdTime")
+
+
+class Job(Model):
+    """A job definition: the public spec as JSON, the secrets sealed apart."""
+
+    class Meta:
+        table_name = "runner-jobs"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    job_id = UnicodeAttribute(range_key=True, attr_name="jobId")
+    created_time = NumberAttribute(attr_name="createdTime")
+    last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+    spec = UnicodeAttribute()
+    sealed = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+    by_created_time = JobsByCreatedTime()
+
+
+# Model class -> logical id of its table in infra/template.yaml.
+MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable"}
+
+_bound: dict = {"settings": None, "connection": None}
+_lock = threading.Lock()
+
+
+def bind(settings: Settings | None = None) -> None:
+    """Point every model at its table and region; idempotent for the same settings."""
+    settings = settings or get_settings()
+    with _lock:
+        if _bound["settings"] == settings:
+            return
+        for model, logical_id in MODELS.items():
+            model.Meta.table_name = settings.table(logical_id)
+            model.Meta.region = settings.region
+            model._connection = None
+            instrument(model._get_connection().connection.client)
+        connection = Connection(region=settings.region)
+        instrument(connection.client)
+        _bound["connection"] = connection
+        _bound["settings"] = settings
+
+
+def connection() -> Connection:
+    """The shared connection transactions run on (a new one per call would cost a new client)."""
+    bind()
+    return _bound["connection"]
+
+
+def unbind() -> None:
+    """Forget the binding (tests switch endpoints between cases)."""
+    with _lock:
+        _bound["settings"] = None
+        _bound["connection"] = None
+        for model in MODELS:
+            model._connection = None

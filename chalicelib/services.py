@@ -1,0 +1,36 @@
+"""Lazy, cached construction of the services the routes call (nothing is built at import)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from chalicelib import aws
+from chalicelib.config import get_settings
+from chalicelib.jobs import JobService
+from chalicelib.tokens import SigningKey
+
+
+@lru_cache(maxsize=1)
+def job_service() -> JobService:
+    """The Jobs service bound to this process's settings."""
+    settings = get_settings()
+    return JobService(aws.client("kms"), settings.kms_key_id, settings.local_mode)
+
+
+@lru_cache(maxsize=1)
+def signing_key() -> SigningKey:
+    """The token signing key (read from Secrets Manager on first use)."""
+    return SigningKey(aws.client("secretsmanager"), get_settings().signing_secret_id)
+
+
+def reset() -> None:
+    """Forget every cached service (tests and local mode rebuild them)."""
+    job_service.cache_clear()
+    signing_key.cache_clear()
+
+
+def refuse_immediate_start(immediate: bool) -> None:
+    """`?immediate=true` needs executions, which this build does not run yet: say so, write nothing."""
+    if immediate:
+        from chalicelib.errors import Conflict
+        raise Conflict("immediate=true cannot start an execution: executions are not available in this "
+                       "version of the service; create the job without it", "immediate")

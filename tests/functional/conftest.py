@@ -1,0 +1,111 @@
+"""Functional fixtures: moto in-process, resources from the template, the app behind a gateway."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from chalice.config import Config
+from chalice.local import LocalGateway
+from moto import mock_aws
+
+from chalicelib import aws, models, services, users
+from chalicelib.config import get_settings, reset_settings
+from chalicelib.local.emulator import emulator_environment, provision
+from chalicelib.local.gateway import dispatch
+from chalicelib.template import load_template
+from chalicelib.tokens import Principal, issue_token
+
+
+@dataclass
+class Answer:
+    """An HTTP answer as a client sees it."""
+
+    status: int
+    headers: dict
+    raw: bytes | None
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.raw) if self.raw else None
+
+
+class ApiClient:
+    """Calls the app the way API Gateway (and local mode) would, with our error mapping."""
+
+    def __init__(self, gateway: LocalGateway, token: str | None = None) -> None:
+        self.gateway = gateway
+        self.token = token
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
+                raw: bytes | None = None, headers: dict | None = None) -> Answer:
+        sent = {"content-type": "application/json", **(headers or {})}
+        bearer = token if token is not None else self.token
+        if bearer:
+            sent["authorization"] = f"Bearer {bearer}"
+        payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        status, out_headers, out_body = dispatch(self.gateway, method, path, sent, payload)
+        return Answer(status, out_headers, out_body)
+
+    def get(self, path: str, **kw: Any) -> Answer:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Answer:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Answer:
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Answer:
+        return self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+def aws_stack(monkeypatch: pytest.MonkeyPatch):
+    """moto with the template's tables, key and secret; settings pointed at them."""
+    template = load_template()
+    for name, value in emulator_environment("", "us-east-1", "fn-", template).items():
+        if name != "AWS_ENDPOINT_URL":
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    reset_settings()
+    aws.reset_clients()
+    models.unbind()
+    services.reset()
+    with mock_aws():
+        state = provision(aws.client, "us-east-1", template, get_settings(), None)
+        monkeypatch.setenv("RUNNER_KMS_KEY_ID", state.kms_key_id)
+        reset_settings()
+        models.bind()
+        yield state
+    reset_settings()
+    aws.reset_clients()
+    models.unbind()
+    services.reset()
+
+
+def make_account(alias: str, password: str = "correct-horse-battery") -> tuple[str, str]:
+    """An account with one user; answers (username, password)."""
+    users.ensure_account(alias)
+    username = f"{alias.lower()}-user"
+    users.create_user(username, password, alias)
+    return username, password
+
+
+@pytest.fixture
+def gateway(aws_stack) -> LocalGateway:
+    from app import app
+
+    return LocalGateway(app, Config())
+
+
+@pytest.fixture
+def client(gateway, aws_stack) -> ApiClient:
+    """A client logged in to account DEMO; `client.other` is logged in to OTHER."""
+    make_account("DEMO")
+    make_account("OTHER")
+    demo = ApiClient(gateway, issue_token(aws_stack.signing_key, Principal("demo-user", "DEMO", ()), 3600))
+    demo.other = ApiClient(gateway, issue_token(aws_stack.signing_key, Principal("other-user", "OTHER", ()), 3600))
+    demo.anonymous = ApiClient(gateway)
+    return demo
