@@ -12,13 +12,14 @@ from chalicelib import services, users
 from chalicelib.config import get_settings
 from chalicelib.errors import AuthorizerDenied, Unauthenticated
 from chalicelib.http import (
-    bool_param, json_response, page_params, parse_json_body, reshape_foreign_errors,
+    bool_param, count_aws_calls, json_response, page_params, parse_json_body, reshape_foreign_errors,
 )
 from chalicelib.http import api as _api
 from chalicelib.tokens import bearer_token, issue_token, verify_token
 
 app = Chalice(app_name="runner")
 app.register_middleware(reshape_foreign_errors, "http")
+app.register_middleware(count_aws_calls, "http")
 OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml"
 
 

@@ -139,3 +139,16 @@ def reshape_foreign_errors(event: Any, get_response: Callable[[Any], Response]) 
         response.body = foreign_error_body(response.status_code, body)
         response.headers["Content-Type"] = "application/json"
     return response
+
+
+def count_aws_calls(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """HTTP middleware (local mode only): header X-Runner-AWS-Calls lists the AWS calls a request made."""
+    from chalicelib.aws import counting_calls
+    from chalicelib.config import get_settings
+
+    if not get_settings().local_mode:
+        return get_response(event)
+    with counting_calls() as calls:
+        response = get_response(event)
+    response.headers["X-Runner-AWS-Calls"] = ",".join(calls) or "-"
+    return response
