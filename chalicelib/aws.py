@@ -17,9 +17,8 @@ CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool
 
 
 def _record_call(model: Any = None, **_: Any) -> None:
-    calls = getattr(_calls, "names", None)
-    if calls is not None:
-        calls.append(f"{model.service_model.service_name}.{model.name}")
+    for names in getattr(_calls, "stack", ()):
+        names.append(f"{model.service_model.service_name}.{model.name}")
 
 
 def instrument(client: Any) -> Any:
@@ -32,11 +31,13 @@ def instrument(client: Any) -> Any:
 def counting_calls() -> Iterator[list[str]]:
     """Collect the names of the AWS calls this thread makes inside the block."""
     names: list[str] = []
-    _calls.names = names
+    if not hasattr(_calls, "stack"):
+        _calls.stack = []
+    _calls.stack.append(names)
     try:
         yield names
     finally:
-        _calls.names = None
+        _calls.stack.remove(names)
 
 
 @lru_cache(maxsize=None)

@@ -17,6 +17,12 @@ def _json_bytes(body: dict) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
+def _is_unknown_route(error: LocalGatewayException) -> bool:
+    body = error.body or b""
+    return error.CODE == 403 and (b"Missing Authentication Token" in body
+                                  or b"Authorization header requires" in body)
+
+
 def dispatch(gateway: LocalGateway, method: str, path: str, headers: dict,
              body: bytes | None) -> tuple[int, dict, bytes | None]:
     """Run one request through the gateway as API Gateway would: (status, headers, body)."""
@@ -32,8 +38,10 @@ def dispatch(gateway: LocalGateway, method: str, path: str, headers: dict,
             foreign = {}
         if error.CODE == 401:
             foreign = {"message": "missing Authorization header: send 'Authorization: Bearer <token>'"}
-        status = 404 if b"Missing Authentication Token" in (error.body or b"") else error.CODE
-        return status, json_headers, _json_bytes(foreign_error_body(error.CODE, foreign))
+        if _is_unknown_route(error):
+            # API Gateway's answer here echoes the Authorization header: never send it back.
+            return 404, json_headers, _json_bytes({"code": "NotFound", "message": "no such route"})
+        return error.CODE, json_headers, _json_bytes(foreign_error_body(error.CODE, foreign))
     except Exception:  # noqa: BLE001 - never a stack trace on the wire
         logger.exception("unhandled error for %s %s", method, path.split("?", 1)[0])
         return 500, json_headers, _json_bytes(internal_error_body())
