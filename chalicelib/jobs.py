@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import models
@@ -107,20 +107,36 @@ class JobService:
         return render_job(self._load(account, job_id))
 
     def update(self, account: str, job_id: str, body: Any) -> dict:
-        """Replace a job's definition; a concurrent writer that got there first makes this a 409."""
+        """Replace a job's definition in one conditional write; a lost race is a 409.
+
+        A body that keeps a stored secret ("********") is the one case that must read first: the
+        write is then conditional on the version read, so a concurrent change makes it a 409
+        rather than silently mixing two definitions.
+        """
         job_input = parse_job(body, self._local_mode)
         models.bind()
-        job = self._load(account, job_id)
-        stored = json.loads(job.sealed) if job.sealed else {}
-        job.spec = json.dumps(job_input.spec)
-        job.sealed = self._seal(account, job_id, job_input, stored)
-        job.last_updated_time = max(now_ms(), int(job.created_time))
+        stored: dict = {}
+        expected_version = None
+        if MASK in job_input.secrets.values():
+            current = self._load(account, job_id)
+            stored = json.loads(current.sealed) if current.sealed else {}
+            expected_version = current.version
+        sealed = self._seal(account, job_id, job_input, stored)
+        job = Job(account, job_id)
+        job.version = expected_version or 0  # PynamoDB then increments instead of resetting to 1
+        condition = Job.job_id.exists()
+        if expected_version is not None:
+            condition &= Job.version == expected_version
+        actions = [Job.spec.set(json.dumps(job_input.spec)), Job.last_updated_time.set(now_ms()),
+                   Job.sealed.set(sealed) if sealed else Job.sealed.remove()]
         try:
-            job.save()  # PynamoDB adds the condition "version = the version read"
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise Conflict(f"job {job_id} was changed or deleted by another request; read it again") from None
-            raise
+            job.update(actions=actions, condition=condition, add_version_condition=False)
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
+            if expected_version is None:
+                raise NotFound(f"job {job_id} not found in account {account}") from None
+            raise Conflict(f"job {job_id} was changed or deleted by another request; read it again") from None
         return render_job(job)
 
     def delete(self, account: str, job_id: str) -> None:

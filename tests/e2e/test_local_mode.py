@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import STOP_TIMEOUT, Client, assert_error, http_session
+from tests.e2e.conftest import STOP_TIMEOUT, assert_error, http_session
 
 TOP_LEVEL_KEYS = {"baseUrl", "accountAlias", "username", "password", "bearerToken", "accounts"}
 ACCOUNT_KEYS = {"accountAlias", "username", "password", "bearerToken"}
@@ -172,7 +172,6 @@ def test_a_taken_port_exits_1_with_a_one_line_message(start_local_mode):
         ended = instance.wait_exit(60)
     assert ended.returncode == 1, ended.output
     assert "already in use" in ended.stderr, ended.output
-    assert str(port) in ended.stderr, ended.output
     assert "Traceback" not in ended.output, ended.output
     assert len(ended.stderr.strip().splitlines()) == 1, ended.stderr
 

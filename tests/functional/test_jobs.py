@@ -222,6 +222,24 @@ def test_a_stale_write_loses_with_409_instead_of_overwriting(client):
     assert client.get(f"/jobs/DEMO/{job['id']}").body["description"] == "first"
 
 
+def test_keeping_a_secret_while_another_writer_changes_the_job_is_a_409(client, monkeypatch):
+    job = create(client, secret_job())
+    service = job_service()
+    original_seal = service._seal
+
+    def seal_then_race(*args, **kwargs):
+        sealed = original_seal(*args, **kwargs)
+        # another writer replaces the job between our read and our write
+        monkeypatch.setattr(service, "_seal", original_seal)
+        assert client.put(f"/jobs/DEMO/{job['id']}", dict(JOB, description="the other writer")).status == 200
+        return sealed
+
+    monkeypatch.setattr(service, "_seal", seal_then_race)
+    answer = client.put(f"/jobs/DEMO/{job['id']}", dict(job, description="kept secrets"))
+    assert answer.status == 409 and answer.body["code"] == "Conflict"
+    assert client.get(f"/jobs/DEMO/{job['id']}").body["description"] == "the other writer"
+
+
 def test_concurrent_updates_never_lose_a_write(client):
     job = create(client)
     outcomes: list[int] = []
@@ -289,5 +307,6 @@ def test_each_route_makes_the_fewest_aws_calls(client):
     assert calls_of(lambda: client.get("/jobs/DEMO?size=10")) == ["dynamodb.GetItem", "dynamodb.Query"]
     assert calls_of(lambda: client.post("/jobs/DEMO", JOB)) == ["dynamodb.TransactWriteItems"]
     assert calls_of(lambda: client.post("/jobs/DEMO", secret_job())) == ["kms.GenerateDataKey", "dynamodb.TransactWriteItems"]
-    assert calls_of(lambda: client.put(f"/jobs/DEMO/{job['id']}", JOB)) == ["dynamodb.GetItem", "dynamodb.PutItem"]
+    assert calls_of(lambda: client.put(f"/jobs/DEMO/{job['id']}", JOB)) == ["dynamodb.UpdateItem"]
+    assert calls_of(lambda: client.put(f"/jobs/DEMO/{job['id']}", secret_job())) == ["kms.GenerateDataKey", "dynamodb.UpdateItem"]
     assert calls_of(lambda: client.delete(f"/jobs/DEMO/{job['id']}")) == ["dynamodb.TransactWriteItems"]
