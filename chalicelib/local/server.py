@@ -16,7 +16,7 @@ from chalice.local import LocalChalice, LocalDevServer, ThreadedHTTPServer
 from chalicelib import aws, models, services
 from chalicelib.config import get_settings, reset_settings
 from chalicelib.local.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
-from chalicelib.local.emulator import Emulator, emulator_environment
+from chalicelib.local.emulator import EmulatorProcess, emulator_environment, tune_gc
 from chalicelib.local.gateway import RunnerRequestHandler
 from chalicelib.local.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
@@ -25,6 +25,11 @@ from chalicelib.template import load_template
 
 logger = logging.getLogger("runner.local")
 SNAPSHOT_EVERY_SECONDS = 30
+
+
+def _optional_port(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return int(raw) if raw else None
 
 
 class PortTaken(Exception):
@@ -39,7 +44,7 @@ class LocalRunner:
         self.host = host
         self.port = port
         self.accounts = accounts
-        self.emulator: Emulator | None = None
+        self.emulator: EmulatorProcess | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -63,17 +68,17 @@ class LocalRunner:
         """Start everything; answer the content of local.json."""
         self._bind_api()  # first: a taken port must fail before anything else starts
         template = load_template()
-        self.emulator = Emulator(region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-        os.environ.update(emulator_environment(self.emulator.endpoint, self.emulator.region,
-                                               "runner-local-", template))
+        self.emulator = EmulatorProcess(port=_optional_port("RUNNER_EMULATOR_PORT"),
+                                        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        environment = emulator_environment(self.emulator.endpoint, self.emulator.region,
+                                           "runner-local-", template)
+        os.environ.update(environment)
         reset_settings()
         aws.reset_clients()
         models.unbind()
         services.reset()
-        self.emulator.start()
-        settings = get_settings()
         saved = read_snapshot(self.state_dir)
-        self.emulator_state = self.emulator.provision(template, settings, saved[0] if saved else None)
+        self.emulator_state = self.emulator.start(environment, saved[0] if saved else None)
         os.environ["RUNNER_KMS_KEY_ID"] = self.emulator_state.kms_key_id
         reset_settings()
         services.reset()
@@ -94,6 +99,7 @@ class LocalRunner:
                       json.dumps({"endpoint": self.emulator.endpoint, "environment": environment}, indent=2))
         self.snapshot()
         threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
+        tune_gc()
         return self.local_json
 
     def _snapshot_loop(self) -> None:
@@ -115,6 +121,9 @@ class LocalRunner:
 
     def stop(self) -> None:
         """Save state and stop everything (the API first, so no write is lost)."""
+        # A second Ctrl-C must not cut the save short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._stop.set()
         if self.server is not None:
             self.server.server.server_close()
