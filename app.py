@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import yaml
-from chalice import AuthResponse, Chalice
+from chalice import AuthResponse, Chalice, Response
 
 from chalicelib import services, users
 from chalicelib.config import get_settings
 from chalicelib.errors import AuthorizerDenied, Unauthenticated
 from chalicelib.http import (
-    bool_param, count_aws_calls, json_response, page_params, parse_json_body, reshape_foreign_errors,
+    bool_param, caller_name, count_aws_calls, events_params, json_response, page_params, parse_json_body, reshape_foreign_errors,
 )
 from chalicelib.http import api as _api
 from chalicelib.tokens import bearer_token, issue_token, verify_token
@@ -84,8 +84,8 @@ def login():
 @route("/jobs/{accountAlias}", "POST")
 def create_job(accountAlias):
     immediate = bool_param(query(), "immediate")
-    services.refuse_immediate_start(immediate)
-    return json_response([services.job_service().create(accountAlias, body())], 201)
+    job = services.job_service().create(accountAlias, body())
+    return json_response([job], 201, _start_if(immediate, accountAlias, job["id"]))
 
 
 @route("/jobs/{accountAlias}", "GET")
@@ -102,11 +102,55 @@ def get_job(accountAlias, jobId):
 @route("/jobs/{accountAlias}/{jobId}", "PUT")
 def update_job(accountAlias, jobId):
     immediate = bool_param(query(), "immediate")
-    services.refuse_immediate_start(immediate)
-    return [services.job_service().update(accountAlias, jobId, body())]
+    job = services.job_service().update(accountAlias, jobId, body())
+    return json_response([job], 200, _start_if(immediate, accountAlias, jobId))
 
 
 @route("/jobs/{accountAlias}/{jobId}", "DELETE")
 def delete_job(accountAlias, jobId):
     services.job_service().delete(accountAlias, jobId)
     return json_response(None, 204)
+
+
+def _start_if(immediate, account, job_id):
+    """`?immediate=true`: start an execution now; its id comes back in a header."""
+    if not immediate:
+        return {}
+    execution = services.execution_service().start(account, job_id, {}, caller_name(app.current_request))
+    return {"X-Runner-Execution-Id": execution["execution_id"]}
+
+
+@route("/jobs/{accountAlias}/{jobId}/start", "POST")
+def start_job(accountAlias, jobId):
+    execution = services.execution_service().start(accountAlias, jobId, body(required=False),
+                                                   caller_name(app.current_request))
+    return json_response(execution, 201)
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions", "GET")
+def list_executions(accountAlias, jobId):
+    page, size = page_params(query())
+    return services.execution_service().list(accountAlias, jobId, page, size)
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}", "GET")
+def get_execution(accountAlias, jobId, executionId):
+    return services.execution_service().get(accountAlias, jobId, executionId)
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/restart", "POST")
+def restart_execution(accountAlias, jobId, executionId):
+    execution = services.execution_service().restart(accountAlias, jobId, executionId, body(required=False))
+    return json_response(execution, 202)
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/events", "GET")
+def execution_events(accountAlias, jobId, executionId):
+    after, size = events_params(query())
+    return services.execution_service().events(accountAlias, jobId, executionId, after, size)
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/log", "GET")
+def execution_log(accountAlias, jobId, executionId):
+    text = services.execution_service().log(accountAlias, jobId, executionId)
+    return Response(body=text, status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})

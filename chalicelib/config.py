@@ -9,7 +9,7 @@ from functools import lru_cache
 # Logical ids of the tables in infra/template.yaml. Each table's physical name comes from the
 # environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
 # template sets on every function and local mode sets for itself.
-TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable")
+TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable")
 
 DEFAULT_TOKEN_TTL_SECONDS = 14 * 24 * 3600
 
@@ -48,6 +48,12 @@ class Settings:
     signing_secret_id: str = "runner/token-signing-key"
     token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
     local_mode: bool = False
+    run_queue_url: str = ""
+    execution_state_machine_arn: str = ""
+    heartbeat_seconds: int = 60
+    # Seconds in a minute of executionTtl: 60, except in tests that need a TTL to expire quickly.
+    ttl_minute_seconds: int = 60
+    event_retention_days: int = 90
 
     def table(self, logical_id: str) -> str:
         """Physical name of a table of the template."""
@@ -68,6 +74,11 @@ class Settings:
             signing_secret_id=env.get("RUNNER_SIGNING_SECRET_ID") or "runner/token-signing-key",
             token_ttl_seconds=_int_env(env, "RUNNER_TOKEN_TTL_SECONDS", DEFAULT_TOKEN_TTL_SECONDS),
             local_mode=env.get("RUNNER_LOCAL", "") == "1",
+            run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
+            execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
+            heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),
+            ttl_minute_seconds=_int_env(env, "RUNNER_TTL_MINUTE_SECONDS", 60),
+            event_retention_days=_int_env(env, "RUNNER_EVENT_RETENTION_DAYS", 90),
         )
 
 

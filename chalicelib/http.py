@@ -103,6 +103,19 @@ def bool_param(params: dict | None, name: str, default: bool = False) -> bool:
     raise InvalidRequest(name, f"must be true or false, got {raw!r}")
 
 
+def events_params(params: dict | None) -> tuple[int, int]:
+    """`after` (the last seq seen, default none) and `size` (1..1000) of an events request."""
+    params = params or {}
+    return (_int_param(params, "after", -1, -1, 2**53),
+            _int_param(params, "size", DEFAULT_PAGE_SIZE, 1, 1000))
+
+
+def caller_name(request: Any) -> str | None:
+    """The username of the token the authorizer accepted."""
+    context = (getattr(request, "context", None) or {}).get("authorizer") or {}
+    return context.get("principalId")
+
+
 def caller_account(request: Any) -> str:
     """The account of the token the authorizer accepted."""
     context = (getattr(request, "context", None) or {}).get("authorizer") or {}

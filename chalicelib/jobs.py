@@ -75,7 +75,9 @@ class JobService:
                 sealed[path] = sealer.seal(f"{account}/{job_id}/{path}", value)
         return json.dumps(sealed, sort_keys=True) if sealed else None
 
-    def _load(self, account: str, job_id: str) -> Job:
+    def load(self, account: str, job_id: str) -> Job:
+        """The stored job item (NotFound when absent)."""
+        models.bind()
         try:
             return Job.get(account, job_id, consistent_read=True)
         except DoesNotExist:
@@ -104,7 +106,7 @@ class JobService:
     def get(self, account: str, job_id: str) -> dict:
         """One job, in one GetItem."""
         models.bind()
-        return render_job(self._load(account, job_id))
+        return render_job(self.load(account, job_id))
 
     def update(self, account: str, job_id: str, body: Any) -> dict:
         """Replace a job's definition in one conditional write; a lost race is a 409.
@@ -118,7 +120,7 @@ class JobService:
         stored: dict = {}
         expected_version = None
         if MASK in job_input.secrets.values():
-            current = self._load(account, job_id)
+            current = self.load(account, job_id)
             stored = json.loads(current.sealed) if current.sealed else {}
             expected_version = current.version
         sealed = self._seal(account, job_id, job_input, stored)
@@ -181,7 +183,7 @@ class JobService:
     def open_secrets(self, account: str, job_id: str) -> dict[str, str]:
         """The job's secrets in clear, for the worker only (never for an API answer)."""
         models.bind()
-        job = self._load(account, job_id)
+        job = self.load(account, job_id)
         sealed = json.loads(job.sealed) if job.sealed else {}
         opener = Opener(self._kms, self._context(account, job_id))
         return {path: opener.open(f"{account}/{job_id}/{path}", envelope) for path, envelope in sealed.items()}

@@ -188,6 +188,16 @@ def _tags(body: dict, repository: dict) -> list[str]:
     return tags
 
 
+def validate_host_id(value: Any, field_name: str) -> str:
+    """A host name, group name or 'all'."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(field_name, "is required: a host name, group name or 'all'")
+    host_id = value.strip()
+    if len(host_id) > 255 or not _HOST_ID.match(host_id) or host_id.startswith("-"):
+        raise InvalidRequest(field_name, f"{host_id!r} is not a valid host name")
+    return host_id
+
+
 def _hosts(body: dict, secrets: dict[str, str]) -> list[dict]:
     raw = body.get("hosts")
     if raw is None:
@@ -202,12 +212,7 @@ def _hosts(body: dict, secrets: dict[str, str]) -> list[dict]:
         where = f"hosts[{index}]"
         if not isinstance(host, dict):
             raise InvalidRequest(where, "must be an object with an id")
-        host_id = host.get("id")
-        if not isinstance(host_id, str) or not host_id.strip():
-            raise InvalidRequest(f"{where}.id", "is required: a host name, group name or 'all'")
-        host_id = host_id.strip()
-        if len(host_id) > 255 or not _HOST_ID.match(host_id):
-            raise InvalidRequest(f"{where}.id", f"{host_id!r} is not a valid host name")
+        host_id = validate_host_id(host.get("id"), f"{where}.id")
         if host_id in seen:
             raise InvalidRequest(f"{where}.id", f"duplicate host id {host_id!r}")
         seen.add(host_id)

@@ -5,6 +5,7 @@ import threading
 
 from pynamodb.attributes import (
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
     VersionAttribute,
@@ -68,8 +69,72 @@ class Job(Model):
     by_created_time = JobsByCreatedTime()
 
 
+class Timer(MapAttribute):
+    """One attempt's run time, epoch ms (end is null while it runs)."""
+
+    start = NumberAttribute(null=True)
+    end = NumberAttribute(null=True)
+
+
+class ExecutionsByCreatedTime(LocalSecondaryIndex):
+    """A job's executions ordered by creation time (queried newest first)."""
+
+    class Meta:
+        index_name = "createdTime-index"
+        projection = AllProjection()
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    created_time = NumberAttribute(range_key=True, attr_name="createdTime")
+
+
+class Execution(Model):
+    """One execution of a job: its status, attempts and results. Status changes are conditional."""
+
+    class Meta:
+        table_name = "runner-executions"
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    execution_id = UnicodeAttribute(range_key=True, attr_name="executionId")
+    account_alias = UnicodeAttribute(attr_name="accountAlias")
+    created_time = NumberAttribute(attr_name="createdTime")
+    status = UnicodeAttribute()
+    status_reason = UnicodeAttribute(null=True, attr_name="statusReason")
+    attempt = NumberAttribute()
+    timers = ListAttribute(of=Timer, default=list)
+    target_hosts = ListAttribute(of=UnicodeAttribute, default=list, attr_name="targetHosts")
+    failed_hosts = ListAttribute(of=UnicodeAttribute, default=list, attr_name="failedHosts")
+    repository_log = UnicodeAttribute(null=True, attr_name="repositoryLog")  # JSON
+    pinned_commit = UnicodeAttribute(null=True, attr_name="pinnedCommit")
+    sealed_keys = UnicodeAttribute(null=True, attr_name="sealedKeys")  # JSON: keys given at start
+    started_by = UnicodeAttribute(null=True, attr_name="startedBy")
+    task_token = UnicodeAttribute(null=True, attr_name="taskToken")
+    stats = UnicodeAttribute(null=True)  # JSON: per-host ok/changed/failed/unreachable/skipped
+    rc = NumberAttribute(null=True)
+    updated_time = NumberAttribute(null=True, attr_name="updatedTime")
+    by_created_time = ExecutionsByCreatedTime()
+
+
+class ExecutionEvent(Model):
+    """One ansible-runner event of an execution; seq orders them across attempts."""
+
+    class Meta:
+        table_name = "runner-execution-events"
+
+    execution_id = UnicodeAttribute(hash_key=True, attr_name="executionId")
+    seq = NumberAttribute(range_key=True)
+    attempt = NumberAttribute()
+    event = UnicodeAttribute()
+    host = UnicodeAttribute(null=True)
+    task = UnicodeAttribute(null=True)
+    stdout = UnicodeAttribute(null=True)
+    created = UnicodeAttribute(null=True)
+    data = UnicodeAttribute(null=True)  # JSON: the event's data, trimmed and masked
+    expires_at = NumberAttribute(null=True, attr_name="expiresAt")
+
+
 # Model class -> logical id of its table in infra/template.yaml.
-MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable"}
+MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable",
+          Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable"}
 
 _bound: dict = {"settings": None, "connection": None}
 _lock = threading.Lock()

@@ -26,11 +26,13 @@ def reset() -> None:
     """Forget every cached service (tests and local mode rebuild them)."""
     job_service.cache_clear()
     signing_key.cache_clear()
+    execution_service.cache_clear()
 
 
-def refuse_immediate_start(immediate: bool) -> None:
-    """`?immediate=true` needs executions, which this build does not run yet: say so, write nothing."""
-    if immediate:
-        from chalicelib.errors import Conflict
-        raise Conflict("immediate=true cannot start an execution: executions are not available in this "
-                       "version of the service; create the job without it", "immediate")
+
+@lru_cache(maxsize=1)
+def execution_service():
+    """The Executions service bound to this process's settings."""
+    from chalicelib.executions import ExecutionService
+
+    return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings())

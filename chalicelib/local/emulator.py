@@ -16,9 +16,10 @@ import boto3
 import requests
 
 from chalicelib.config import Settings, table_env_var
-from chalicelib.template import create_table_request, load_template, resources
+from chalicelib.template import TEMPLATE_PATH, create_table_request, load_template, resources
 
 MOTO_ACCOUNT_ID = "123456789012"
+LOCAL_PREFIX = "runner-local-"
 EMULATOR_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
 
 
@@ -53,7 +54,51 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
     }
     for logical_id in resources(template, "AWS::DynamoDB::Table"):
         env[table_env_var(logical_id)] = f"{table_prefix}{logical_id}"
+    # Queues and state machines: the names the template's Globals give the functions.
+    for variable, logical_id in function_references(template).items():
+        if logical_id in resources(template, "AWS::SQS::Queue"):
+            env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{table_prefix}{logical_id}"
+        elif logical_id in state_machines(template):
+            env[variable] = f"arn:aws:states:{region}:{MOTO_ACCOUNT_ID}:stateMachine:{table_prefix}{logical_id}"
     return env
+
+
+def function_references(template: dict) -> dict[str, str]:
+    """Environment variable -> logical id, for the functions' variables that are a plain Ref."""
+    variables = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    return {name: value["Ref"] for name, value in variables.items()
+            if isinstance(value, dict) and set(value) == {"Ref"}}
+
+
+def state_machines(template: dict) -> dict[str, dict]:
+    """Logical id -> properties of every state machine, SAM or plain."""
+    return {**resources(template, "AWS::Serverless::StateMachine"),
+            **resources(template, "AWS::StepFunctions::StateMachine")}
+
+
+def _create_queues(sqs: Any, region: str, prefix: str, template: dict) -> None:
+    queues = resources(template, "AWS::SQS::Queue")
+    # Dead-letter queues first: the others name them in their redrive policy.
+    for logical_id in sorted(queues, key=lambda name: "RedrivePolicy" in queues[name]):
+        properties = queues[logical_id]
+        attributes = {key: str(properties[key]) for key in
+                      ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+                      if key in properties}
+        redrive = properties.get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            attributes["RedrivePolicy"] = json.dumps({
+                "deadLetterTargetArn": f"arn:aws:sqs:{region}:{MOTO_ACCOUNT_ID}:{prefix}{target}",
+                "maxReceiveCount": str(redrive["maxReceiveCount"])})
+        sqs.create_queue(QueueName=f"{prefix}{logical_id}", Attributes=attributes)
+
+
+def _create_state_machines(sfn: Any, prefix: str, template: dict) -> None:
+    for logical_id, properties in state_machines(template).items():
+        definition = (TEMPLATE_PATH.parent / properties["DefinitionUri"]).read_text(encoding="utf-8")
+        sfn.create_state_machine(name=f"{prefix}{logical_id}", definition=definition,
+                                 roleArn=f"arn:aws:iam::{MOTO_ACCOUNT_ID}:role/runner-local-states",
+                                 type=properties.get("Type", "STANDARD"))
 
 
 @dataclass
@@ -137,17 +182,17 @@ def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple
     return server, provision(client, region, load_template(), Settings.from_environ(), state)
 
 
-def provision(self, template: dict, settings: Settings, state: EmulatorState | None) -> EmulatorState:
-        """Create the template's resources in this emulator."""
-        return provision(self.client, self.region, template, settings, state)
-
-
 def provision(client: Callable[[str], Any], region: str, template: dict, settings: Settings,
-              state: EmulatorState | None) -> EmulatorState:
-    """Create the template's tables, KMS key and alias, and signing secret in moto."""
+              state: EmulatorState | None, prefix: str = LOCAL_PREFIX) -> EmulatorState:
+    """Create the template's tables, queues, state machines, KMS key and signing secret in moto."""
     dynamodb = client("dynamodb")
     for logical_id, properties in resources(template, "AWS::DynamoDB::Table").items():
         dynamodb.create_table(**create_table_request(properties, settings.table(logical_id)))
+        ttl = properties.get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=settings.table(logical_id), TimeToLiveSpecification=ttl)
+    _create_queues(client("sqs"), region, prefix, template)
+    _create_state_machines(client("stepfunctions"), prefix, template)
     kms_key_id = _create_key(client("kms"), region, template, state)
     signing_key = state.signing_key if state else secrets.token_urlsafe(48)
     secretsmanager = client("secretsmanager")

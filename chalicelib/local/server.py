@@ -16,8 +16,9 @@ from chalice.local import LocalChalice, LocalDevServer, ThreadedHTTPServer
 from chalicelib import aws, models, services
 from chalicelib.config import get_settings, reset_settings
 from chalicelib.local.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
-from chalicelib.local.emulator import EmulatorProcess, emulator_environment, tune_gc
+from chalicelib.local.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, tune_gc
 from chalicelib.local.gateway import RunnerRequestHandler
+from chalicelib.local.workers import DEFAULT_WORKERS, WorkerPool
 from chalicelib.local.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
 )
@@ -25,6 +26,34 @@ from chalicelib.template import load_template
 
 logger = logging.getLogger("runner.local")
 SNAPSHOT_EVERY_SECONDS = 30
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
+    return value
+
+
+def recover_executions(settings) -> int:
+    """Executions caught mid-run by a stop of local mode have no workflow any more: end them."""
+    from chalicelib import states
+    from chalicelib.models import Execution
+
+    recovered = 0
+    for execution in Execution.scan(Execution.status.is_in(*states.ACTIVE)):
+        try:
+            execution.update(actions=[Execution.status.set(states.FAILURE),
+                                      Execution.status_reason.set("worker lost: local mode stopped while it ran"),
+                                      Execution.task_token.remove()],
+                             condition=Execution.status == execution.status)
+            recovered += 1
+        except Exception:  # noqa: BLE001 - another writer got there; nothing to recover
+            logger.warning("could not recover execution %s", execution.execution_id)
+    return recovered
 
 
 def _optional_port(name: str) -> int | None:
@@ -45,6 +74,7 @@ class LocalRunner:
         self.port = port
         self.accounts = accounts
         self.emulator: EmulatorProcess | None = None
+        self.workers: WorkerPool | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -71,7 +101,7 @@ class LocalRunner:
         self.emulator = EmulatorProcess(port=_optional_port("RUNNER_EMULATOR_PORT"),
                                         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
         environment = emulator_environment(self.emulator.endpoint, self.emulator.region,
-                                           "runner-local-", template)
+                                           LOCAL_PREFIX, template)
         os.environ.update(environment)
         reset_settings()
         aws.reset_clients()
@@ -87,6 +117,7 @@ class LocalRunner:
             restored = load_tables(self.emulator.client("dynamodb"), settings.tables, saved[1])
             logger.info("restored %d items from %s", restored, self.state_dir)
         models.bind(settings)
+        recover_executions(settings)
         local_json_path = self.state_dir / "local.json"
         entries = bootstrap_accounts(self.accounts, self.emulator_state.signing_key,
                                      settings.token_ttl_seconds, previous_passwords(local_json_path))
@@ -99,6 +130,10 @@ class LocalRunner:
                       json.dumps({"endpoint": self.emulator.endpoint, "environment": environment}, indent=2))
         self.snapshot()
         threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
+        self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS),
+                                  {name: value for name, value in os.environ.items()
+                                   if name.startswith(("AWS_", "RUNNER_"))})
+        self.workers.start()
         tune_gc()
         return self.local_json
 
@@ -127,6 +162,8 @@ class LocalRunner:
         self._stop.set()
         if self.server is not None:
             self.server.server.server_close()
+        if self.workers is not None:
+            self.workers.stop()
         if self.emulator is not None and self.emulator_state is not None:
             path = self.snapshot()
             print(f"runner: state saved to {path}", flush=True)

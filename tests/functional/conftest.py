@@ -65,7 +65,7 @@ class ApiClient:
 def aws_stack(monkeypatch: pytest.MonkeyPatch):
     """moto with the template's tables, key and secret; settings pointed at them."""
     template = load_template()
-    for name, value in emulator_environment("", "us-east-1", "fn-", template).items():
+    for name, value in emulator_environment("https://sqs.us-east-1.amazonaws.com", "us-east-1", "fn-", template).items():
         if name != "AWS_ENDPOINT_URL":
             monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -74,7 +74,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch):
     models.unbind()
     services.reset()
     with mock_aws():
-        state = provision(aws.client, "us-east-1", template, get_settings(), None)
+        state = provision(aws.client, "us-east-1", template, get_settings(), None, prefix="fn-")
         monkeypatch.setenv("RUNNER_KMS_KEY_ID", state.kms_key_id)
         reset_settings()
         models.bind()

@@ -1,0 +1,261 @@
+"""Executions: start a job, read executions and their events, restart the unsuccessful ones."""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from chalicelib import models, states
+from chalicelib.config import Settings
+from chalicelib.errors import Conflict, InvalidRequest, NotFound
+from chalicelib.jobs import JobService, now_ms
+from chalicelib.jobspec import validate_host_id
+from chalicelib.keys import decode_private_key
+from chalicelib.models import Execution, ExecutionEvent
+from chalicelib.secrets import Opener, Sealer
+
+logger = logging.getLogger("runner.executions")
+
+DEFAULT_TTL_MINUTES = 180
+MAX_EVENTS_PAGE = 1000
+RUN_KEY_DEFAULT = "sshPrivateKey"
+
+
+def run_key_path(host_id: str) -> str:
+    """Secret path of a key given for one host at start or restart."""
+    return f"hosts[{host_id}].sshPrivateKey"
+
+
+@dataclass
+class RunRequest:
+    """The body of a start or restart: hosts to target, keys for this run only."""
+
+    hosts: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def parse_run_request(body: Any) -> RunRequest:
+    """Validate `{}` or `{"hosts": [{"id", "sshPrivateKey"}], "sshPrivateKey"}`."""
+    if body is None:
+        return RunRequest()
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object (send {} to use the job's hosts)")
+    request = RunRequest()
+    hosts = body.get("hosts")
+    if hosts is not None:
+        if not isinstance(hosts, list):
+            raise InvalidRequest("hosts", "must be an array of host objects")
+        for index, host in enumerate(hosts):
+            where = f"hosts[{index}]"
+            if isinstance(host, str):
+                host = {"id": host}
+            if not isinstance(host, dict):
+                raise InvalidRequest(where, "must be an object with an id")
+            host_id = validate_host_id(host.get("id"), f"{where}.id")
+            if host_id in request.hosts:
+                raise InvalidRequest(f"{where}.id", f"duplicate host id {host_id!r}")
+            request.hosts.append(host_id)
+            if host.get("sshPrivateKey") is not None:
+                request.keys[run_key_path(host_id)] = decode_private_key(f"{where}.sshPrivateKey",
+                                                                         host["sshPrivateKey"])
+    if body.get("sshPrivateKey") is not None:
+        request.keys[RUN_KEY_DEFAULT] = decode_private_key("sshPrivateKey", body["sshPrivateKey"])
+    return request
+
+
+def render_execution(execution: Execution) -> dict:
+    """The execution as the API answers it (the reference's snake_case document)."""
+    timers = [{"start": _int(timer.start), "end": _int(timer.end)} for timer in execution.timers or []]
+    final = execution.status in states.FINAL
+    document = {
+        "execution_id": execution.execution_id,
+        "job_id": execution.job_id,
+        "account_alias": execution.account_alias,
+        "status": execution.status,
+        "status_reason": execution.status_reason,
+        "timers": timers,
+        "start": timers[0]["start"] if timers else None,
+        "end": timers[-1]["end"] if timers and final else None,
+        "repository_log": json.loads(execution.repository_log) if execution.repository_log else None,
+        "failed_hosts": list(execution.failed_hosts or []),
+        "is_vpn_established": False,
+        "attempt": int(execution.attempt),
+        "hosts": list(execution.target_hosts or []),
+        "started_by": execution.started_by,
+        "created_time": int(execution.created_time),
+    }
+    return document
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def render_event(event: ExecutionEvent) -> dict:
+    """One ansible-runner event as the events route answers it."""
+    return {
+        "seq": int(event.seq),
+        "attempt": int(event.attempt),
+        "event": event.event,
+        "host": event.host,
+        "task": event.task,
+        "stdout": event.stdout or "",
+        "created": event.created,
+        "event_data": json.loads(event.data) if event.data else {},
+    }
+
+
+class ExecutionService:
+    """Starts executions through Step Functions and answers their state."""
+
+    def __init__(self, jobs: JobService, kms: Any, stepfunctions: Any, settings: Settings) -> None:
+        self._jobs = jobs
+        self._kms = kms
+        self._sfn = stepfunctions
+        self._settings = settings
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _load(self, account: str, job_id: str, execution_id: str) -> Execution:
+        models.bind()
+        try:
+            execution = Execution.get(job_id, execution_id, consistent_read=True)
+        except DoesNotExist:
+            execution = None
+        if execution is None or execution.account_alias != account:
+            raise NotFound(f"execution {execution_id} of job {job_id} not found in account {account}")
+        return execution
+
+    def get(self, account: str, job_id: str, execution_id: str) -> dict:
+        """One execution."""
+        return render_execution(self._load(account, job_id, execution_id))
+
+    def list(self, account: str, job_id: str, page: int, size: int) -> dict:
+        """A page of a job's executions, newest first, with the exact total."""
+        self._jobs.load(account, job_id)  # 404 for a job of another account or none
+        skip = page * size
+        query = Execution.by_created_time.query(job_id, scan_index_forward=False)
+        total, results = 0, []
+        for execution in query:
+            if skip <= total < skip + size:
+                results.append(render_execution(execution))
+            total += 1
+        return {"totalSize": total, "page": page, "size": len(results), "results": results}
+
+    def events(self, account: str, job_id: str, execution_id: str, after: int, size: int) -> dict:
+        """The execution's events with seq > after, in order."""
+        self._load(account, job_id, execution_id)
+        query = ExecutionEvent.query(execution_id, ExecutionEvent.seq > after, limit=size,
+                                     page_size=min(size, MAX_EVENTS_PAGE), consistent_read=True)
+        results = [render_event(event) for event in query]
+        more = len(results) == size
+        return {"execution_id": execution_id, "after": after, "size": len(results),
+                "next": results[-1]["seq"] if results and more else None, "results": results}
+
+    def log(self, account: str, job_id: str, execution_id: str) -> str:
+        """The plain-text output of every attempt, in order."""
+        self._load(account, job_id, execution_id)
+        lines: list[str] = []
+        attempt = None
+        for event in ExecutionEvent.query(execution_id, consistent_read=True):
+            if event.attempt != attempt:
+                attempt = event.attempt
+                lines.append(f"===== attempt {int(attempt)} =====")
+            if event.stdout:
+                lines.append(event.stdout)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _seal_keys(self, account: str, job_id: str, execution_id: str, keys: dict[str, str]) -> str | None:
+        if not keys:
+            return None
+        sealer = Sealer(self._kms, self._settings.kms_key_id,
+                        {"accountAlias": account, "jobId": job_id, "executionId": execution_id})
+        return json.dumps({path: sealer.seal(f"{account}/{job_id}/{execution_id}/{path}", value)
+                           for path, value in keys.items()}, sort_keys=True)
+
+    def open_keys(self, execution: Execution) -> dict[str, str]:
+        """The keys given at start or restart, in clear (for the worker only)."""
+        if not execution.sealed_keys:
+            return {}
+        context = {"accountAlias": execution.account_alias, "jobId": execution.job_id,
+                   "executionId": execution.execution_id}
+        opener = Opener(self._kms, context)
+        prefix = f"{execution.account_alias}/{execution.job_id}/{execution.execution_id}"
+        return {path: opener.open(f"{prefix}/{path}", envelope)
+                for path, envelope in json.loads(execution.sealed_keys).items()}
+
+    def start(self, account: str, job_id: str, body: Any, started_by: str | None) -> dict:
+        """Create an execution of the job and dispatch its first attempt."""
+        request = parse_run_request(body)
+        job = self._jobs.load(account, job_id)
+        spec = json.loads(job.spec)
+        hosts = request.hosts or [host["id"] for host in spec["hosts"]]
+        execution_id = str(uuid.uuid4())
+        now = now_ms()
+        execution = Execution(
+            job_id, execution_id, account_alias=account, created_time=now, status=states.PENDING,
+            attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
+            sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now)
+        try:
+            execution.save(condition=Execution.execution_id.does_not_exist())
+        except PutError as exc:
+            raise Conflict("execution id collision; retry") from exc
+        self._dispatch(execution, spec.get("executionTtl"))
+        return render_execution(execution)
+
+    def restart(self, account: str, job_id: str, execution_id: str, body: Any) -> dict:
+        """Run an ended, unsuccessful execution again on its failed hosts (or the body's)."""
+        request = parse_run_request(body)
+        execution = self._load(account, job_id, execution_id)
+        if execution.status not in states.RESTARTABLE:
+            raise Conflict(f"execution {execution_id} is {execution.status}; only FAILURE, INIT_FAILURE, "
+                           f"STOPPED or KILLED executions can be restarted")
+        job = self._jobs.load(account, job_id)
+        hosts = request.hosts or list(execution.failed_hosts or []) or list(execution.target_hosts or [])
+        attempt = int(execution.attempt) + 1
+        actions = [Execution.status.set(states.PENDING), Execution.attempt.set(attempt),
+                   Execution.target_hosts.set(hosts), Execution.failed_hosts.set([]),
+                   Execution.status_reason.remove(), Execution.task_token.remove(),
+                   Execution.updated_time.set(now_ms())]
+        if request.keys:
+            actions.append(Execution.sealed_keys.set(self._seal_keys(account, job_id, execution_id, request.keys)))
+        try:
+            execution.update(actions=actions, condition=states.transition_condition(
+                Execution, states.PENDING, attempt=int(execution.attempt)))
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from None
+            raise
+        self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
+        return render_execution(execution)
+
+    def _dispatch(self, execution: Execution, ttl_minutes: int | None) -> None:
+        """Start the Step Functions workflow of the execution's current attempt."""
+        attempt = int(execution.attempt)
+        workflow_input = {
+            "accountAlias": execution.account_alias,
+            "jobId": execution.job_id,
+            "executionId": execution.execution_id,
+            "attempt": attempt,
+            "queueUrl": self._settings.run_queue_url,
+            "executionsTable": self._settings.table("ExecutionsTable"),
+            "ttlSeconds": (ttl_minutes or DEFAULT_TTL_MINUTES) * self._settings.ttl_minute_seconds,
+            "heartbeatSeconds": self._settings.heartbeat_seconds,
+        }
+        try:
+            self._sfn.start_execution(stateMachineArn=self._settings.execution_state_machine_arn,
+                                      name=f"{execution.execution_id}-{attempt}",
+                                      input=json.dumps(workflow_input))
+        except Exception:
+            logger.exception("could not dispatch execution %s attempt %d", execution.execution_id, attempt)
+            execution.update(actions=[Execution.status.set(states.FAILURE),
+                                      Execution.status_reason.set("could not be dispatched to a worker"),
+                                      Execution.updated_time.set(now_ms())],
+                             condition=Execution.status == states.PENDING)
+            raise

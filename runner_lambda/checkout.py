@@ -1,0 +1,127 @@
+"""Cloning a job's repository with the git CLI, credentials never in a URL, argv, log or error."""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+GIT_TIMEOUT_SECONDS = 300
+# git's default date format, as the reference's repository_log shows it.
+LOG_FORMAT = "%H%x00%an%x00%ae%x00%ad%x00%B"
+
+
+class CheckoutError(Exception):
+    """The repository could not be cloned or the commit checked out (an INIT_FAILURE)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What git may authenticate with: HTTPS basic credentials and/or an SSH key."""
+
+    username: str | None = None
+    password: str | None = None
+    ssh_key: str | None = None
+
+
+class Checkout:
+    """One clone of a repository into `directory`, run with a private environment."""
+
+    def __init__(self, url: str, directory: Path, scratch: Path, credentials: Credentials) -> None:
+        self.url = url
+        self.directory = directory
+        self._scratch = scratch
+        self._credentials = credentials
+        self._secrets = [value for value in (credentials.password, credentials.ssh_key) if value]
+        self._env = self._environment()
+
+    def _environment(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+        env.update({
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_ASKPASS": "/bin/false",
+            "SSH_ASKPASS": "/bin/false",
+            "LC_ALL": "C",
+        })
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        if self._credentials.password is not None:
+            # git asks the askpass program for the username and the password; the program reads
+            # them from this process's environment, so they never appear in a URL or argv.
+            askpass = self._scratch / "askpass.sh"
+            askpass.write_text('#!/bin/sh\ncase "$1" in\n  Username*) printf "%s" "$RUNNER_GIT_USERNAME" ;;\n'
+                               '  *) printf "%s" "$RUNNER_GIT_PASSWORD" ;;\nesac\n', encoding="utf-8")
+            askpass.chmod(0o700)
+            env.update({"GIT_ASKPASS": str(askpass), "RUNNER_GIT_USERNAME": self._credentials.username or "",
+                        "RUNNER_GIT_PASSWORD": self._credentials.password})
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+               "-o", f"UserKnownHostsFile={self._scratch / 'known_hosts'}"]
+        if self._credentials.ssh_key:
+            key_file = self._scratch / "repository_key"
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self._credentials.ssh_key)
+            ssh += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
+        env["GIT_SSH_COMMAND"] = " ".join(ssh)
+        return env
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "********")
+        return text
+
+    def git(self, *args: str, cwd: Path | None = None, check: bool = True) -> str:
+        """Run git; CheckoutError with git's own (masked) words when it fails."""
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd or self.directory, env=self._env,
+                                  capture_output=True, text=True, timeout=GIT_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise CheckoutError(f"git {args[0]} took longer than {GIT_TIMEOUT_SECONDS} s") from None
+        if check and done.returncode != 0:
+            output = (done.stderr or done.stdout).strip()
+            lines = [line for line in output.splitlines()
+                     if line.startswith(("fatal", "error", "remote", "ERROR"))] or output.splitlines()[-2:]
+            detail = self._mask("; ".join(lines))[-500:] or f"exit code {done.returncode}"
+            raise CheckoutError(f"git {args[0]} failed: {detail}")
+        return done.stdout
+
+    def fetch(self, ref: str, commit: str | None = None) -> str:
+        """Check out `commit` (a restart's pinned one) or the tip of `ref`; answer HEAD's sha."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q")
+        self.git("remote", "add", "origin", self.url)
+        if commit:
+            # Servers that allow it hand over one commit; others need the branch's history.
+            self.git("fetch", "-q", "--depth", "1", "origin", commit, check=False)
+            if not self.git("rev-parse", "--verify", "-q", f"{commit}^{{commit}}", check=False).strip():
+                self.git("fetch", "-q", "origin", ref)
+            try:
+                self.git("checkout", "-q", "--detach", commit)
+            except CheckoutError:
+                raise CheckoutError(f"commit {commit} of the first attempt is no longer in the repository") from None
+        else:
+            try:
+                self.git("fetch", "-q", "--depth", "1", "origin", ref)
+            except CheckoutError as exc:
+                raise CheckoutError(f"{exc} (branch or tag {ref!r} of {self.url})") from None
+            self.git("checkout", "-q", "--detach", "FETCH_HEAD")
+        return self.git("rev-parse", "HEAD").strip()
+
+    def repository_log(self) -> dict:
+        """HEAD's commit and the tags pointing at it, in the reference's repository_log shape."""
+        sha, author, email, date, message = self.git("log", "-1", f"--format={LOG_FORMAT}").split("\x00", 4)
+        return {
+            "recent_commit": [{"commit": sha, "author": author, "author_email": email, "date": date,
+                               "message": message.strip()}],
+            "tags": self._tags_at(sha),
+        }
+
+    def _tags_at(self, sha: str) -> list[str]:
+        listing = self.git("ls-remote", "--tags", "origin", check=False)
+        tags: set[str] = set()
+        for line in listing.splitlines():
+            target, _, ref = line.partition("\t")
+            if target == sha and ref.startswith("refs/tags/"):
+                tags.add(ref.removeprefix("refs/tags/").removesuffix("^{}"))
+        return sorted(tags)

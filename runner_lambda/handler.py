@@ -1,0 +1,35 @@
+"""Lambda entry point: one SQS batch of run messages, partial failures reported."""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from chalicelib import aws
+from chalicelib.config import get_settings
+from chalicelib.services import execution_service, job_service
+from runner_lambda.worker import Attempt, Dependencies, RunMessage
+
+logger = logging.getLogger("runner.worker")
+
+
+@lru_cache(maxsize=1)
+def dependencies() -> Dependencies:
+    """The worker's clients, built on first use."""
+    return Dependencies(settings=get_settings(), jobs=job_service(), executions=execution_service(),
+                        stepfunctions=aws.client("stepfunctions"))
+
+
+def run_record(record: SQSRecord) -> str:
+    """Run the attempt a message names; a duplicate delivery runs nothing."""
+    message = RunMessage.parse(record.body)
+    return Attempt(message, dependencies()).run()
+
+
+def handler(event: dict, context: Any) -> dict:
+    """Process a batch; failed records are reported so that only they are delivered again."""
+    return process_partial_response(event=event, record_handler=run_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)

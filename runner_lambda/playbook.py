@@ -1,0 +1,93 @@
+"""Running one playbook with ansible-runner, streaming its events."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import ansible_runner
+
+STAT_NAMES = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable", "skipped": "skipped"}
+
+
+@dataclass
+class PlaybookRun:
+    """What to run: paths inside the workspace, and the job's variables and tags."""
+
+    private_data_dir: str
+    project_dir: str
+    playbook: str
+    inventory: str
+    limit: str | None = None
+    extravars: dict = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlaybookResult:
+    """How the run ended: ansible-runner's status and rc, and the per-host stats."""
+
+    status: str
+    rc: int | None
+    stats: dict
+    failed_hosts: list[str]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+
+def per_host_stats(stats: dict | None) -> dict[str, dict[str, int]]:
+    """ansible's stats as host -> {ok, changed, failed, unreachable, skipped}."""
+    hosts: dict[str, dict[str, int]] = {}
+    for key, name in STAT_NAMES.items():
+        for host, count in ((stats or {}).get(key) or {}).items():
+            hosts.setdefault(host, {value: 0 for value in STAT_NAMES.values()})[name] = int(count)
+    for host in ((stats or {}).get("processed") or {}):
+        hosts.setdefault(host, {value: 0 for value in STAT_NAMES.values()})
+    return hosts
+
+
+def _environment() -> dict[str, str]:
+    # ansible-playbook lives beside this interpreter; without it on PATH ansible-runner gets rc 127.
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {
+        "PATH": bin_dir + (os.pathsep + path if path else ""),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null",
+    }
+
+
+def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
+                 should_cancel: Callable[[], bool]) -> PlaybookResult:
+    """Run the playbook to its end (or until `should_cancel` says so)."""
+
+    def handle(event: dict) -> bool:
+        on_event(event)
+        return False  # the event is recorded by us; ansible-runner need not keep it on disk
+
+    runner = ansible_runner.run(
+        private_data_dir=run.private_data_dir,
+        project_dir=run.project_dir,
+        playbook=run.playbook,
+        inventory=run.inventory,
+        limit=run.limit,
+        extravars=run.extravars or None,
+        tags=",".join(run.tags) if run.tags else None,
+        envvars=_environment(),
+        event_handler=handle,
+        cancel_callback=should_cancel,
+        settings={"pexpect_timeout": 0.2, "suppress_ansible_output": True},
+        quiet=True,
+        ident="run",
+    )
+    stats = runner.stats or {}
+    failed = set((stats.get("failures") or {})) | set((stats.get("dark") or {}))
+    return PlaybookResult(status=runner.status, rc=runner.rc, stats=per_host_stats(stats),
+                          failed_hosts=sorted(failed))

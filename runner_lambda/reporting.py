@@ -1,0 +1,229 @@
+"""What the worker tells the world: status changes, events, heartbeats, the attempt's result."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import UpdateError
+
+from chalicelib import states
+from chalicelib.models import Execution, ExecutionEvent, Timer
+
+logger = logging.getLogger("runner.worker")
+
+SEQ_PER_ATTEMPT = 1_000_000
+MAX_STDOUT = 32 * 1024
+MAX_DATA = 16 * 1024
+EVENT_DATA_KEYS = ("playbook", "play", "task", "task_action", "task_args", "host", "remote_addr", "res",
+                   "duration", "start", "end", "changed", "ignore_errors", "role", "task_path", "stats")
+# The token of a task that is over: the attempt ended without us (timed out, or recorded lost).
+TOKEN_GONE = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
+
+
+def now_ms() -> int:
+    """Epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+class Masker:
+    """Replaces every known secret value in text."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self._secrets = sorted({value for value in secrets if value and len(value) >= 4}, key=len, reverse=True)
+
+    def add(self, values: list[str]) -> None:
+        """Mask these values too."""
+        self._secrets = sorted(set(self._secrets) | {v for v in values if v and len(v) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "********")
+        return text
+
+
+def _is_condition_failure(exc: UpdateError) -> bool:
+    return exc.cause_response_code == "ConditionalCheckFailedException"
+
+
+def claim(job_id: str, execution_id: str, attempt: int, task_token: str, worker: str) -> Execution | None:
+    """PENDING -> INITIALIZING for this attempt; None when another delivery already claimed it."""
+    execution = Execution(job_id, execution_id)
+    try:
+        execution.update(
+            actions=[Execution.status.set(states.INITIALIZING),
+                     Execution.timers.set(Execution.timers.append([Timer(start=now_ms(), end=None)])),
+                     Execution.task_token.set(task_token),
+                     Execution.updated_time.set(now_ms())],
+            condition=states.transition_condition(Execution, states.INITIALIZING, attempt=attempt))
+    except UpdateError as exc:
+        if _is_condition_failure(exc):
+            logger.info("execution %s attempt %d is not PENDING: duplicate delivery, nothing to run",
+                        execution_id, attempt)
+            return None
+        raise
+    logger.info("worker %s claimed execution %s attempt %d", worker, execution_id, attempt)
+    return execution
+
+
+def mark_running(execution: Execution, repository_log: dict | None, commit: str | None) -> bool:
+    """INITIALIZING -> RUNNING, recording the commit; False if the execution moved on meanwhile."""
+    actions = [Execution.status.set(states.RUNNING), Execution.updated_time.set(now_ms())]
+    if repository_log is not None:
+        actions.append(Execution.repository_log.set(json.dumps(repository_log)))
+    if commit and not execution.pinned_commit:
+        actions.append(Execution.pinned_commit.set(commit))
+    try:
+        execution.update(actions=actions, condition=states.transition_condition(
+            Execution, states.RUNNING, attempt=int(execution.attempt)))
+    except UpdateError as exc:
+        if _is_condition_failure(exc):
+            return False
+        raise
+    return True
+
+
+def finish(execution: Execution, status: str, reason: str | None = None, failed_hosts: list[str] | None = None,
+           stats: dict | None = None, rc: int | None = None, repository_log: dict | None = None) -> bool:
+    """Record the attempt's final status; False when it already ended another way (late result)."""
+    timers = list(execution.timers or [])
+    if timers:
+        timers[-1] = Timer(start=timers[-1].start, end=now_ms())
+    actions = [Execution.status.set(status), Execution.timers.set(timers),
+               Execution.failed_hosts.set(sorted(failed_hosts or [])), Execution.updated_time.set(now_ms()),
+               Execution.task_token.remove()]
+    actions.append(Execution.status_reason.set(reason) if reason else Execution.status_reason.remove())
+    if stats is not None:
+        actions.append(Execution.stats.set(json.dumps(stats)))
+    if rc is not None:
+        actions.append(Execution.rc.set(rc))
+    if repository_log is not None:
+        actions.append(Execution.repository_log.set(json.dumps(repository_log)))
+    try:
+        execution.update(actions=actions, condition=states.transition_condition(
+            Execution, status, attempt=int(execution.attempt)))
+    except UpdateError as exc:
+        if _is_condition_failure(exc):
+            logger.warning("execution %s attempt %s already ended; result %s ignored",
+                           execution.execution_id, execution.attempt, status)
+            return False
+        raise
+    return True
+
+
+def _trim(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n... [{len(text) - limit} characters cut]"
+
+
+class EventSink:
+    """Buffers ansible-runner events and writes them in batches from a thread of its own."""
+
+    def __init__(self, execution_id: str, attempt: int, mask: Masker, retention_days: int,
+                 flush_seconds: float = 0.25) -> None:
+        self._execution_id = execution_id
+        self._attempt = attempt
+        self._mask = mask
+        self._expires = int(time.time()) + retention_days * 86400
+        self._buffer: list[ExecutionEvent] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._flush_seconds = flush_seconds
+        self._thread = threading.Thread(target=self._loop, name="event-sink", daemon=True)
+        self._thread.start()
+        self.count = 0
+
+    def add(self, event: dict) -> None:
+        """Queue one ansible-runner event."""
+        data = event.get("event_data") or {}
+        selected = {key: data[key] for key in EVENT_DATA_KEYS if key in data}
+        item = ExecutionEvent(
+            self._execution_id, self._attempt * SEQ_PER_ATTEMPT + int(event.get("counter") or 0),
+            attempt=self._attempt, event=str(event.get("event") or "unknown"),
+            host=data.get("host") or data.get("remote_addr"), task=data.get("task"),
+            stdout=_trim(self._mask(event.get("stdout") or ""), MAX_STDOUT),
+            created=event.get("created"),
+            data=_trim(self._mask(json.dumps(selected, default=str)), MAX_DATA),
+            expires_at=self._expires)
+        with self._lock:
+            self._buffer.append(item)
+            self.count += 1
+        if len(self._buffer) >= 25:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered."""
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        try:
+            with ExecutionEvent.batch_write() as writer:
+                for item in batch:
+                    writer.save(item)
+        except Exception:  # noqa: BLE001 - events are best effort; the status is what must land
+            logger.exception("could not write %d events of execution %s", len(batch), self._execution_id)
+
+    def close(self) -> None:
+        """Write everything left and stop the thread."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+
+class Heartbeat:
+    """Tells Step Functions the worker is alive; notices when the attempt is over without it."""
+
+    def __init__(self, stepfunctions: Any, task_token: str, interval: float) -> None:
+        self._sfn = stepfunctions
+        self._token = task_token
+        self._interval = interval
+        self._stop = threading.Event()
+        self.attempt_over = threading.Event()
+        self.reason: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._sfn.send_task_heartbeat(taskToken=self._token)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in TOKEN_GONE:
+                    self.reason = f"the attempt's task is over ({code})"
+                    self.attempt_over.set()
+                    return
+                logger.warning("heartbeat failed: %s", code)
+            except Exception:  # noqa: BLE001 - a heartbeat is retried at the next beat
+                logger.exception("heartbeat failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def report_result(stepfunctions: Any, task_token: str, output: dict) -> None:
+    """Hand the attempt's result to its workflow (ignored when the task is already over)."""
+    try:
+        stepfunctions.send_task_success(taskToken=task_token, output=json.dumps(output))
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in TOKEN_GONE:
+            raise
+        logger.info("workflow task already over (%s); result kept in the table only", code)

@@ -1,0 +1,146 @@
+"""One attempt of an execution, from the run message to the recorded result."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib import models, states
+from chalicelib.config import Settings
+from chalicelib.executions import RUN_KEY_DEFAULT, ExecutionService, run_key_path
+from chalicelib.jobs import JobService
+from chalicelib.jobspec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
+from chalicelib.models import Execution, Job
+from runner_lambda.checkout import Checkout, CheckoutError, Credentials
+from runner_lambda.playbook import PlaybookRun, run_playbook
+from runner_lambda.reporting import EventSink, Heartbeat, Masker, claim, finish, mark_running, report_result
+from runner_lambda.workspace import Workspace, WorkspaceError, build_inventory
+
+logger = logging.getLogger("runner.worker")
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    """The run queue's message: which attempt of which execution, and the workflow's task token."""
+
+    account_alias: str
+    job_id: str
+    execution_id: str
+    attempt: int
+    task_token: str
+
+    @classmethod
+    def parse(cls, body: str) -> "RunMessage":
+        data = json.loads(body)
+        return cls(data["accountAlias"], data["jobId"], data["executionId"], int(data["attempt"]),
+                   data["taskToken"])
+
+
+@dataclass
+class Dependencies:
+    """The clients and services a worker uses."""
+
+    settings: Settings
+    jobs: JobService
+    executions: ExecutionService
+    stepfunctions: Any
+
+
+def worker_name() -> str:
+    """Who runs this attempt (for the logs)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dynamic_hosts(account: str, job_id: str) -> list[dict]:
+    hosts: list[dict] = []
+    for job in Job.query(account):
+        if job.job_id != job_id:
+            hosts.extend(json.loads(job.spec)["hosts"])
+    return hosts
+
+
+class Attempt:
+    """Everything one attempt does; `run` never raises for an outcome, only for a fault of ours."""
+
+    def __init__(self, message: RunMessage, deps: Dependencies) -> None:
+        self.message = message
+        self.deps = deps
+        self.masker = Masker([])
+
+    def run(self) -> str:
+        """Run the attempt; answer its final status (or "duplicate")."""
+        message = self.message
+        models.bind()
+        execution = claim(message.job_id, message.execution_id, message.attempt, message.task_token, worker_name())
+        if execution is None:
+            return "duplicate"
+        heartbeat = Heartbeat(self.deps.stepfunctions, message.task_token,
+                              max(1.0, self.deps.settings.heartbeat_seconds / 4)).start()
+        status = states.FAILURE
+        try:
+            status = self._run_claimed(execution, heartbeat)
+        except Exception:
+            logger.exception("attempt %d of execution %s failed in the worker", message.attempt, message.execution_id)
+            finish(execution, states.FAILURE, reason="the worker failed unexpectedly; see the service logs")
+        finally:
+            heartbeat.stop()
+            report_result(self.deps.stepfunctions, message.task_token,
+                          {"executionId": message.execution_id, "attempt": message.attempt, "status": status})
+        return status
+
+    def _run_claimed(self, execution: Execution, heartbeat: Heartbeat) -> str:
+        message = self.message
+        job = self.deps.jobs.load(message.account_alias, message.job_id)
+        spec = json.loads(job.spec)
+        secrets = self.deps.jobs.open_secrets(message.account_alias, message.job_id)
+        run_keys = self.deps.executions.open_keys(execution)
+        self.masker.add(list(secrets.values()) + list(run_keys.values()))
+        repository = spec["repository"]
+        with Workspace() as workspace:
+            try:
+                checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
+                    username=(repository.get("credentials") or {}).get("username"),
+                    password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)))
+                commit = checkout.fetch(repository["branch"], execution.pinned_commit)
+                repository_log = checkout.repository_log()
+                playbook = workspace.playbook(repository["defaultPlaybook"])
+                run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook)
+            except (CheckoutError, WorkspaceError) as exc:
+                finish(execution, states.INIT_FAILURE, reason=self.masker(str(exc)))
+                return states.INIT_FAILURE
+            if not mark_running(execution, repository_log, commit):
+                return execution.status
+            sink = EventSink(message.execution_id, message.attempt, self.masker,
+                             self.deps.settings.event_retention_days)
+            try:
+                result = run_playbook(run, sink.add, heartbeat.attempt_over.is_set)
+            finally:
+                sink.close()
+        if heartbeat.attempt_over.is_set():
+            finish(execution, states.FAILURE, reason=heartbeat.reason, failed_hosts=result.failed_hosts,
+                   stats=result.stats, rc=result.rc)
+            return states.FAILURE
+        status = states.SUCCESS if result.succeeded else states.FAILURE
+        reason = None if result.succeeded else f"ansible-playbook ended {result.status} (rc {result.rc})"
+        finish(execution, status, reason=reason, failed_hosts=result.failed_hosts, stats=result.stats, rc=result.rc)
+        return status
+
+    def _prepare(self, workspace: Workspace, execution: Execution, spec: dict, secrets: dict[str, str],
+                 run_keys: dict[str, str], playbook: str) -> PlaybookRun:
+        hosts = list(spec["hosts"])
+        if spec.get("useDynamicInventory"):
+            hosts += _dynamic_hosts(execution.account_alias, execution.job_id)
+        key_files: dict[str, str] = {}
+        for index, host_id in enumerate(dict.fromkeys([host["id"] for host in hosts] + list(execution.target_hosts))):
+            pem = run_keys.get(run_key_path(host_id)) or secrets.get(host_key_path(host_id))
+            if pem:
+                key_files[host_id] = workspace.write_key(f"host-{index}", pem)
+        default_pem = run_keys.get(RUN_KEY_DEFAULT) or secrets.get(SECRET_DEFAULT_KEY)
+        default_key = workspace.write_key("default", default_pem) if default_pem else None
+        inventory, limit = build_inventory(hosts, list(execution.target_hosts), key_files, default_key)
+        return PlaybookRun(private_data_dir=str(workspace.path), project_dir=str(workspace.project),
+                           playbook=playbook, inventory=workspace.write_inventory(inventory), limit=limit,
+                           extravars=spec.get("properties") or {}, tags=spec.get("playbookTags") or [])
