@@ -68,7 +68,11 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
                  should_cancel: Callable[[], bool]) -> PlaybookResult:
     """Run the playbook to its end (or until `should_cancel` says so)."""
 
+    final_stats: dict = {}
+
     def handle(event: dict) -> bool:
+        if event.get("event") == "playbook_on_stats":
+            final_stats.update(event.get("event_data") or {})
         on_event(event)
         return False  # the event is recorded by us; ansible-runner need not keep it on disk
 
@@ -87,7 +91,8 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         quiet=True,
         ident="run",
     )
-    stats = runner.stats or {}
+    # runner.stats reads the events from disk, which the handler above keeps from being written.
+    stats = final_stats
     failed = set((stats.get("failures") or {})) | set((stats.get("dark") or {}))
     return PlaybookResult(status=runner.status, rc=runner.rc, stats=per_host_stats(stats),
                           failed_hosts=sorted(failed))
