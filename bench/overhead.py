@@ -7,11 +7,14 @@
 
 A temporary git repository holds `hello.yml` (one debug task on localhost). Two phases:
 
+0. Warm-up (--warmup rounds, not counted): --workers executions started at once, so that every
+   worker process has handled a message (a worker's first message costs ~0.5 s more: it builds
+   its AWS clients then), and one bare run. Its figures are printed as the cold-worker ones.
 1. Sequential: --runs executions through the API (timed from the POST /start to the GET that
    shows SUCCESS, polling every --poll seconds), interleaved with as many bare runs of
    `.venv/bin/ansible-playbook -i localhost, -c local hello.yml` in a clone of the same repository
-   (timed as the subprocess). One unrecorded warm-up of each comes first (--warmup). Reported:
-   both medians, their difference (the overhead per execution; target <= 1.0 s) and their ratio.
+   (timed as the subprocess). Reported: both medians, their difference (the overhead per
+   execution; target <= 1.0 s) and their ratio.
 2. Burst: --burst executions started at once (POSTs from a thread pool), timed until all are
    seen SUCCESS (one list request per poll); versus --burst bare runs on a pool as wide as local
    mode's worker processes (--workers, default ${RUNNER_LOCAL_WORKERS:-4}). Reported: both wall
@@ -130,7 +133,7 @@ def bare_run(checkout: Path, env: dict[str, str], timeout: float) -> BareRun:
     try:
         done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return BareRun(time.perf_counter() - start, False, f"timed out after {timeout:.0f} s")
+        return BareRun(time.perf_counter() - start, False, f"timed out after {timeout:g} s")
     seconds = time.perf_counter() - start
     ok = done.returncode == 0 and "ok=1" in done.stdout and "failed=0" in done.stdout
     detail = "" if ok else f"rc {done.returncode}: {(done.stdout + done.stderr).strip()[-400:]}"
@@ -282,7 +285,7 @@ def api_sequential_run(api: Api, job_id: str, poll: float, timeout: float, with_
                 break
             if time.perf_counter() > deadline:
                 run.status, run.document = document["status"], document
-                run.error = f"still {document['status']} after {timeout:.0f} s"
+                run.error = f"still {document['status']} after {timeout:g} s"
                 return run
             time.sleep(poll)
         if with_events:
@@ -328,7 +331,7 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float) ->
                 break
             if time.perf_counter() > deadline:
                 for execution_id in pending:
-                    by_id[execution_id].error = f"not final after {timeout:.0f} s"
+                    by_id[execution_id].error = f"not final after {timeout:g} s"
                 break
             time.sleep(poll)
         # The records as a consistent read has them (timers, created_time), after the timing.
@@ -367,13 +370,25 @@ def failures_of(api_runs: list[ApiRun], bare_runs: list[BareRun], phase: str) ->
     return failures
 
 
+def warmup_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
+    """Unrecorded warm-up: one execution per worker process at once (each worker builds its AWS
+    clients on its first message, which costs ~0.5 s), and one bare run, --warmup times."""
+    env = bare_environment()
+    api_runs: list[ApiRun] = []
+    bare_runs: list[BareRun] = []
+    for _ in range(args.warmup):
+        wall, runs = api_burst(api, job_id, args.workers, args.burst_poll, args.burst_timeout)
+        api_runs += runs
+        bare_runs.append(bare_run(checkout, env, args.run_timeout))
+        log(f"warm-up: {args.workers} executions at once in {wall if wall is not None else float('nan'):.2f} s "
+            f"{[run.status or run.error for run in runs]}, bare {bare_runs[-1].seconds:.3f} s")
+    return {"rounds": args.warmup, "executions": len(api_runs),
+            "split_median_ms": split_medians(api_runs) if api_runs else {},
+            "failures": failures_of(api_runs, bare_runs, "warm-up")}
+
+
 def sequential_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
     env = bare_environment()
-    for _ in range(args.warmup):
-        warm_api = api_sequential_run(api, job_id, args.poll, args.run_timeout, with_events=False)
-        warm_bare = bare_run(checkout, env, args.run_timeout)
-        log(f"warm-up: API {warm_api.seconds or float('nan'):.3f} s ({warm_api.status}), "
-            f"bare {warm_bare.seconds:.3f} s ({'ok' if warm_bare.ok else 'failed'})")
     api_runs: list[ApiRun] = []
     bare_runs: list[BareRun] = []
     for index in range(args.runs):
@@ -387,7 +402,7 @@ def sequential_phase(api: Api, job_id: str, checkout: Path, args: argparse.Names
     api_median, bare_median = median(api_s), median(bare_s)
     overhead = api_median - bare_median if api_median is not None and bare_median is not None else None
     return {
-        "runs": args.runs, "warmup": args.warmup, "poll_s": args.poll,
+        "runs": args.runs, "poll_s": args.poll,
         "api_s": [rnd(v) for v in api_s], "bare_s": [rnd(v) for v in bare_s],
         "api_median_s": rnd(api_median), "bare_median_s": rnd(bare_median),
         "api_min_s": rnd(min(api_s)) if api_s else None, "api_max_s": rnd(max(api_s)) if api_s else None,
@@ -464,8 +479,13 @@ def print_report(report: dict, out=sys.stdout) -> None:
     seq = report["sequential"]
     print(f"Execution overhead, {PLAYBOOK} (1 debug task, localhost), {report['workers']} local workers, "
           f"{os.cpu_count()} CPUs", file=out)
+    warmup = report.get("warmup")
+    if warmup:
+        split = warmup["split_median_ms"]
+        print(f"\nWarm-up (not counted): {warmup['executions']} executions, one per worker process, started at once"
+              f"\n  cold workers, medians: queue {ms(split.get('queue_ms'))}, run {ms(split.get('run_ms'))}", file=out)
     print(f"\nSequential: {seq['runs']} API runs interleaved with {seq['runs']} bare runs "
-          f"({seq['warmup']} warm-up of each not counted; poll every {seq['poll_s'] * 1000:.0f} ms)", file=out)
+          f"(poll every {seq['poll_s'] * 1000:.0f} ms)", file=out)
     print(f"  API  POST start -> SUCCESS seen   median {secs(seq['api_median_s'])}  "
           f"(min {secs(seq['api_min_s'])}, max {secs(seq['api_max_s'])})", file=out)
     print(f"  bare ansible-playbook            median {secs(seq['bare_median_s'])}  "
@@ -506,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="sequential runs of each kind (default 10)")
-    parser.add_argument("--warmup", type=int, default=1, help="unrecorded warm-up runs of each kind (default 1)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="unrecorded warm-up rounds: --workers executions at once + 1 bare run (default 1)")
     parser.add_argument("--burst", type=int, default=20, help="executions in the burst (default 20; 0: no burst)")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="local mode's worker processes = the bare burst's parallelism "
@@ -544,9 +565,11 @@ def main(argv: list[str] | None = None) -> int:
         if not account:
             raise RuntimeError("no account alias: pass --account")
         api = Api(base_url, token, account, timeout=30.0)
+        warmup_job = api.create_job(repo, "overhead bench: warm-up") if args.warmup else None
         sequential_job = api.create_job(repo, "overhead bench: sequential")
         burst_job = api.create_job(repo, "overhead bench: burst") if args.burst else None
         start = time.perf_counter()
+        warmup = warmup_phase(api, warmup_job, checkout, args) if warmup_job else None
         sequential = sequential_phase(api, sequential_job, checkout, args)
         burst = burst_phase(api, burst_job, checkout, args) if burst_job else None
         seconds = time.perf_counter() - start
@@ -563,10 +586,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    failures = sequential["failures"] + (burst["failures"] if burst else [])
+    failures = (warmup["failures"] if warmup else []) + sequential["failures"] + (burst["failures"] if burst else [])
     report = {"baseUrl": base_url, "account": account, "workers": args.workers, "cpus": os.cpu_count(),
               "seconds": round(seconds, 1), "api_requests": api.requests,
-              "sequential": sequential, "burst": burst, "failures": failures,
+              "warmup": warmup, "sequential": sequential, "burst": burst, "failures": failures,
               "targets": targets(sequential, burst)}
     if args.json:
         json.dump(report, sys.stdout, indent=2)

@@ -157,8 +157,8 @@ class ExecutionService:
                 "next": results[-1]["seq"] if results and more else None, "results": results}
 
     def log(self, account: str, job_id: str, execution_id: str) -> str:
-        """The plain-text output of every attempt, in order."""
-        self._load(account, job_id, execution_id)
+        """The plain-text output of every attempt, in order, ending with the outcome."""
+        execution = self._load(account, job_id, execution_id)
         lines: list[str] = []
         attempt = None
         for event in ExecutionEvent.query(execution_id, consistent_read=True):
@@ -167,7 +167,9 @@ class ExecutionService:
                 lines.append(f"===== attempt {int(attempt)} =====")
             if event.stdout:
                 lines.append(event.stdout)
-        return "\n".join(lines) + ("\n" if lines else "")
+        outcome = f"===== {execution.status} (attempt {int(execution.attempt)})"
+        lines.append(outcome + (f": {execution.status_reason} =====" if execution.status_reason else " ====="))
+        return "\n".join(lines) + "\n"
 
     # --- writes -----------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ def per_host_stats(stats: dict | None) -> dict[str, dict[str, int]]:
     return hosts
 
 
-def _environment() -> dict[str, str]:
+def _environment(private_data_dir: str) -> dict[str, str]:
     # ansible-playbook lives beside this interpreter; without it on PATH ansible-runner gets rc 127.
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
@@ -60,7 +60,12 @@ def _environment() -> dict[str, str]:
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null",
+        # No SSH connection outlives or is shared beyond its run, and only the run's own keys
+        # are offered: never the worker's agent or default identities.
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o IdentitiesOnly=yes -o UserKnownHostsFile=/dev/null",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(Path(private_data_dir) / "cp"),
+        "SSH_AUTH_SOCK": "",
+        "ANSIBLE_LOCAL_TEMP": str(Path(private_data_dir) / "tmp"),
     }
 
 
@@ -84,7 +89,7 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         limit=run.limit,
         extravars=run.extravars or None,
         tags=",".join(run.tags) if run.tags else None,
-        envvars=_environment(),
+        envvars=_environment(run.private_data_dir),
         event_handler=handle,
         cancel_callback=should_cancel,
         settings={"pexpect_timeout": 0.2, "suppress_ansible_output": True},

@@ -149,13 +149,20 @@ class EventSink:
             host=data.get("host") or data.get("remote_addr"), task=data.get("task"),
             stdout=_trim(self._mask(event.get("stdout") or ""), MAX_STDOUT),
             created=event.get("created"),
-            data=_trim(self._mask(json.dumps(selected, default=str)), MAX_DATA),
+            data=self._data(selected),
             expires_at=self._expires)
         with self._lock:
             self._buffer.append(item)
             self.count += 1
         if len(self._buffer) >= 25:
             self._wake.set()
+
+    def _data(self, selected: dict) -> str:
+        text = self._mask(json.dumps(selected, default=str))
+        if len(text) <= MAX_DATA:
+            return text
+        # Too large to keep whole: keep a preview, still valid JSON for the events route.
+        return json.dumps({"truncated": True, "size": len(text), "preview": text[:MAX_DATA]})
 
     def _loop(self) -> None:
         while not self._closed:
@@ -199,6 +206,13 @@ class Heartbeat:
     def start(self) -> "Heartbeat":
         self._thread.start()
         return self
+
+    def _data(self, selected: dict) -> str:
+        text = self._mask(json.dumps(selected, default=str))
+        if len(text) <= MAX_DATA:
+            return text
+        # Too large to keep whole: keep a preview, still valid JSON for the events route.
+        return json.dumps({"truncated": True, "size": len(text), "preview": text[:MAX_DATA]})
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

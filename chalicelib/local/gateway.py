@@ -66,7 +66,7 @@ class RunnerRequestHandler(ChaliceRequestHandler):
     def _generic_handle(self) -> None:
         headers, body = self._parse_payload()
         status, out_headers, payload = dispatch(self.local_gateway, self.command, self.path, headers, body)
-        if status == 204 or not payload:
+        if status == 204:
             payload = None
             out_headers.pop("Content-Type", None)
         self._send_http_response(status, out_headers, payload)

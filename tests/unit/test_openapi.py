@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,16 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import validate as validate_spec
 
 import app
-from chalicelib import http, jobspec
+from chalicelib import http, jobspec, services, states
+from chalicelib.config import Settings
+from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.executions import MAX_EVENTS_PAGE, ExecutionService, parse_run_request, render_event, render_execution
+from chalicelib.http import events_params
 from chalicelib.jobs import render_job
-from chalicelib.models import Job
+from chalicelib.models import Execution, ExecutionEvent, Job, Timer
 from chalicelib.secrets import MASK
+from chalicelib.tokens import Principal, issue_token
+from tests.keyfactory import b64_key
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "docs" / "openapi.yaml"
@@ -183,3 +190,160 @@ def test_the_examples_match_their_schemas(spec):
     assert_valid(spec, "LoginRequest", login["example"])
     for response in spec["components"]["responses"].values():
         assert_valid(spec, "Error", response["content"]["application/json"]["example"])
+
+
+# --- executions -----------------------------------------------------------------------------
+
+JOB_ID = "1111505e-6773-494a-b2bf-d2cc2684710d"
+EXECUTION_ID = "44fdcfa2-6a7f-46d3-9f71-22e629e2358a"
+EXECUTION_PATH = f"/jobs/DEMO/{JOB_ID}/executions/{EXECUTION_ID}"
+REPOSITORY_LOG = {
+    "recent_commit": [{"commit": "b087e1a44c79d0576d7cccd249d3e71a3c54fe12", "author": "Author name",
+                       "author_email": "sample@example.com", "date": "Wed Sep 16 16:27:20 2015 -0500",
+                       "message": "Latest commit"}],
+    "tags": ["v1.2"],
+}
+ALL_STATUSES = sorted(states.FINAL | states.ACTIVE)
+
+
+def execution_model(**changes) -> Execution:
+    """An execution item built in memory, as the service stores it (nothing is saved)."""
+    values = dict(account_alias="DEMO", created_time=1444924450123, status=states.PENDING, attempt=1,
+                  timers=[], target_hosts=["localhost"], failed_hosts=[], started_by="alice",
+                  updated_time=1444924450123)
+    values.update(changes)
+    return Execution(JOB_ID, EXECUTION_ID, **values)
+
+
+EXECUTIONS = {
+    "pending": execution_model(),
+    "running": execution_model(status=states.RUNNING, timers=[Timer(start=1444924450534, end=None)],
+                               repository_log=json.dumps(REPOSITORY_LOG), pinned_commit="b087e1a"),
+    "failure": execution_model(status=states.FAILURE, status_reason="ansible-playbook ended failed (rc 2)",
+                               timers=[Timer(start=1444924450534, end=1444924452123)], failed_hosts=["web-1"],
+                               target_hosts=["web-1", "web-2"], repository_log=json.dumps(REPOSITORY_LOG),
+                               sealed_keys=json.dumps({"sshPrivateKey": {"sealed": "opaque"}}), rc=2,
+                               stats=json.dumps({"web-1": {"failed": 1}})),
+    "restarted": execution_model(status=states.PENDING, attempt=2, target_hosts=["web-1"],
+                                 timers=[Timer(start=1444924450534, end=1444924452123)],
+                                 repository_log=json.dumps(REPOSITORY_LOG)),
+    "killed-while-pending": execution_model(status=states.KILLED, status_reason="killed", started_by=None),
+    "init-failure": execution_model(status=states.INIT_FAILURE, status_reason="git clone failed",
+                                    timers=[Timer(start=1444924450534, end=1444924451000)]),
+}
+
+
+def event_model(seq: int, attempt: int = 1, **changes) -> ExecutionEvent:
+    values = dict(attempt=attempt, event="runner_on_ok", host="localhost", task="Gathering Facts",
+                  stdout="ok: [localhost]", created="2024-05-01T12:00:03.123456",
+                  data=json.dumps({"host": "localhost", "task": "Gathering Facts", "res": {"changed": False}}),
+                  expires_at=1722500000)
+    values.update(changes)
+    return ExecutionEvent(EXECUTION_ID, seq, **values)
+
+
+EVENTS = [
+    event_model(1_000_001, event="playbook_on_start", host=None, task=None, stdout=None, data=None),
+    event_model(1_000_002),
+    event_model(2_000_001, attempt=2, event="playbook_on_stats", host=None, task=None,
+                stdout="PLAY RECAP *****\nlocalhost : ok=1", data=json.dumps({})),
+]
+
+
+def test_the_execution_status_enum_is_the_state_machine(spec):
+    assert sorted(spec["components"]["schemas"]["ExecutionStatus"]["enum"]) == ALL_STATUSES
+    assert set(states.ALLOWED_FROM) == set(ALL_STATUSES)
+
+
+@pytest.mark.parametrize("name", EXECUTIONS)
+def test_an_execution_as_the_service_renders_it_matches_the_execution_schema(spec, name):
+    execution = render_execution(EXECUTIONS[name])
+    assert_valid(spec, "Execution", execution)
+    assert_valid(spec, "ExecutionPage", {"totalSize": 1, "page": 0, "size": 1, "results": [execution]})
+    properties = spec["components"]["schemas"]["Execution"]["properties"]
+    assert set(execution) == set(properties) == set(spec["components"]["schemas"]["Execution"]["required"])
+
+
+@pytest.mark.parametrize("status", ALL_STATUSES)
+def test_an_execution_in_every_status_matches_the_execution_schema(spec, status):
+    execution = render_execution(execution_model(status=status, timers=[Timer(start=1, end=2)]))
+    assert_valid(spec, "Execution", execution)
+    assert (execution["end"] is None) == (status not in states.FINAL)
+
+
+def test_the_execution_schema_has_no_place_for_a_key(spec):
+    properties = spec["components"]["schemas"]["Execution"]["properties"]
+    assert not [name for name in properties if "key" in name.lower() or "sealed" in name.lower()]
+    assert "opaque" not in json.dumps(render_execution(EXECUTIONS["failure"]))
+
+
+def test_an_event_as_the_service_renders_it_matches_the_event_schema(spec):
+    for event in EVENTS:
+        assert_valid(spec, "ExecutionEvent", render_event(event))
+    assert set(render_event(EVENTS[0])) == set(spec["components"]["schemas"]["ExecutionEvent"]["properties"])
+
+
+def run_bodies() -> list:
+    return [
+        {},
+        {"hosts": []},
+        {"hosts": [{"id": "localhost"}]},
+        {"hosts": [{"id": "web-1", "sshPrivateKey": b64_key()}, "web-2", {"id": "all", "sshPrivateKey": None}],
+         "sshPrivateKey": b64_key()},
+        {"sshPrivateKey": b64_key(), "unknown": "ignored"},
+        {"hosts": None, "sshPrivateKey": None},
+    ]
+
+
+def test_a_start_or_restart_body_the_service_accepts_is_a_valid_run_request(spec):
+    for body in run_bodies():
+        parse_run_request(body)
+        assert_valid(spec, "RunRequest", body)
+
+
+@pytest.mark.parametrize("body", [{"hosts": [{"id": "a b"}]}, {"hosts": [{"id": "-x"}]}, {"hosts": ["a,b"]},
+                                  {"hosts": [{}]}, {"hosts": "web-1"}, {"sshPrivateKey": ""},
+                                  {"hosts": [{"id": "web-1", "sshPrivateKey": 7}]}, {"sshPrivateKey": 7}])
+def test_a_run_request_the_schema_refuses_the_service_refuses_too(spec, body):
+    assert not schema_validator(spec, "RunRequest").is_valid(body)
+    with pytest.raises(InvalidRequest):
+        parse_run_request(body)
+
+
+def test_the_documented_event_limits_are_those_the_code_enforces(spec):
+    parameters = spec["components"]["parameters"]
+    after, size = parameters["after"]["schema"], parameters["eventsSize"]["schema"]
+    assert (parameters["after"]["name"], parameters["eventsSize"]["name"]) == ("after", "size")
+    assert events_params({}) == (after["default"], size["default"])
+    assert size["maximum"] == MAX_EVENTS_PAGE
+    for name, schema in (("after", after), ("size", size)):
+        for good in (schema["minimum"], schema["maximum"]):
+            events_params({name: str(good)})
+        for bad in (schema["minimum"] - 1, schema["maximum"] + 1):
+            with pytest.raises(InvalidRequest):
+                events_params({name: str(bad)})
+
+
+def test_the_restart_conflict_names_the_restartable_statuses(spec):
+    operation = spec["paths"]["/jobs/{accountAlias}/{jobId}/executions/{executionId}/restart"]["post"]
+    only = re.search(r"Only an execution whose status is (.*?) can be restarted", " ".join(operation["description"].split()))
+    for text in (only.group(1), operation["responses"]["409"]["description"]):
+        named = {status for status in ALL_STATUSES if re.search(rf"\b{status}\b", text)}
+        assert named == states.RESTARTABLE
+
+
+def test_immediate_is_no_longer_documented_as_a_conflict(spec):
+    assert "ImmediateUnavailable" not in spec["components"]["responses"]
+    for (path, method), operation in operations(spec).items():
+        conflict = operation["responses"].get("409", {})
+        assert "immediate" not in conflict.get("description", ""), f"{method.upper()} {path}"
+    assert "409" not in spec["components"]["parameters"]["immediate"]["description"]
+
+
+def test_the_execution_examples_match_their_schemas(spec):
+    schemas = spec["components"]["schemas"]
+    for name in ("Execution", "ExecutionEvent", "RunRequest"):
+        assert_valid(spec, name, schemas[name]["example"])
+    start = spec["paths"]["/jobs/{accountAlias}/{jobId}/start"]["post"]["requestBody"]["content"]["application/json"]
+    assert_valid(spec, "RunRequest", start["example"])
+    parse_run_request(start["example"])
