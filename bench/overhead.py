@@ -295,13 +295,27 @@ def api_sequential_run(api: Api, job_id: str, poll: float, timeout: float, with_
     return run
 
 
-def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float) -> tuple[float | None, list[ApiRun]]:
-    """Start `count` executions at once; the wall time until all are seen final (one list per poll)."""
+def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
+              fresh_connections: bool = False) -> tuple[float | None, list[ApiRun]]:
+    """Start `count` executions at once; the wall time until all are seen final (one list per poll).
+
+    Each POST goes from a thread of its own, on a keep-alive connection that thread opened before
+    the burst (a GET of the job), unless `fresh_connections`: then the POSTs open their connections
+    at once, which local mode's listen backlog of 5 does not always take (connection resets).
+    """
     runs = [ApiRun() for _ in range(count)]
-    barrier = threading.Barrier(count)
+    released: list[float] = []   # when the last thread reached the barrier: the burst's start
+    barrier = threading.Barrier(count, action=lambda: released.append(time.perf_counter()))
 
     def start_one(run: ApiRun) -> None:
+        if not fresh_connections:
+            try:
+                api.call("GET", f"/jobs/{api.account}/{job_id}", 200)
+            except ApiError as exc:
+                run.error = str(exc)
         barrier.wait()
+        if run.error:
+            return
         run.post_epoch_ms = now_ms()
         try:
             run.execution_id = api.start(job_id)["execution_id"]
@@ -309,8 +323,8 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float) ->
             run.error = str(exc)
 
     with ThreadPoolExecutor(max_workers=count) as pool:
-        start = time.perf_counter()
         list(pool.map(start_one, runs))
+    start = released[0]
     posted = time.perf_counter() - start
     log(f"burst: {count} POSTs answered in {posted:.2f} s")
     by_id = {run.execution_id: run for run in runs if run.execution_id}

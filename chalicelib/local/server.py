@@ -61,6 +61,17 @@ def _optional_port(name: str) -> int | None:
     return int(raw) if raw else None
 
 
+class QuietThreadedHTTPServer(ThreadedHTTPServer):
+    """Chalice's threaded server, minus tracebacks on stderr when a client hangs up early."""
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.debug("client %s went away: %s", client_address, error)
+            return
+        logger.error("error serving %s: %r", client_address, error)
+
+
 class PortTaken(Exception):
     """The API port is in use."""
 
@@ -87,7 +98,7 @@ class LocalRunner:
         app.__class__ = LocalChalice  # thread-local current_request, as `chalice local` does
         try:
             self.server = LocalDevServer(app, Config(), self.host, self.port,
-                                         handler_cls=RunnerRequestHandler, server_cls=ThreadedHTTPServer)
+                                         handler_cls=RunnerRequestHandler, server_cls=QuietThreadedHTTPServer)
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise PortTaken(f"port {self.port} on {self.host} is already in use: stop what runs there, "

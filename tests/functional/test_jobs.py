@@ -121,12 +121,10 @@ def test_bad_field_is_400_and_writes_nothing(client):
     assert client.get("/jobs/DEMO").body["totalSize"] == 0
 
 
-def test_immediate_true_is_refused_until_executions_exist_and_writes_nothing(client):
-    answer = client.post("/jobs/DEMO?immediate=true", JOB)
-    assert answer.status == 409 and "immediate" in answer.body["message"]
+def test_immediate_with_a_bad_value_is_400_and_writes_nothing(client):
+    answer = client.post("/jobs/DEMO?immediate=maybe", JOB)
+    assert answer.status == 400 and answer.body["field"] == "immediate"
     assert client.get("/jobs/DEMO").body["totalSize"] == 0
-    assert client.post("/jobs/DEMO?immediate=false", JOB).status == 201
-    assert client.post("/jobs/DEMO?immediate=maybe", JOB).status == 400
 
 
 # --- secrets -----------------------------------------------------------------------------------
