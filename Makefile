@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test unit functional e2e lint bench clean
 
 # (Re)create the virtual environment whenever a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-worker.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
