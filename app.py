@@ -154,3 +154,17 @@ def execution_events(accountAlias, jobId, executionId):
 def execution_log(accountAlias, jobId, executionId):
     text = services.execution_service().log(accountAlias, jobId, executionId)
     return Response(body=text, status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/stop", "POST")
+def stop_execution(accountAlias, jobId, executionId):
+    execution = services.execution_service().stop(accountAlias, jobId, executionId, body(required=False),
+                                                  caller_name(app.current_request))
+    return json_response(execution, 202)
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/kill", "POST")
+def kill_execution(accountAlias, jobId, executionId):
+    execution = services.execution_service().kill(accountAlias, jobId, executionId, body(required=False),
+                                                  caller_name(app.current_request))
+    return json_response(execution, 202)

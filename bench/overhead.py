@@ -15,7 +15,9 @@ A temporary git repository holds `hello.yml` (one debug task on localhost). Two 
    `.venv/bin/ansible-playbook -i localhost, -c local hello.yml` in a clone of the same repository
    (timed as the subprocess). Reported: both medians, their difference (the overhead per
    execution; target <= 1.0 s) and their ratio.
-2. Burst: --burst executions started at once (POSTs from a thread pool), timed until all are
+2. Burst: --burst executions started at once (POSTs from a thread pool, each on a keep-alive
+   connection its thread opened before; --fresh-connections: connect at once too, which local
+   mode's listen backlog of 5 answers with connection resets now and then), timed until all are
    seen SUCCESS (one list request per poll); versus --burst bare runs on a pool as wide as local
    mode's worker processes (--workers, default ${RUNNER_LOCAL_WORKERS:-4}). Reported: both wall
    times and API throughput / bare throughput (target >= 0.8).
@@ -155,6 +157,7 @@ class Api:
         self.account = account
         self.timeout = timeout
         self._local = threading.local()
+        self._sessions: list[requests.Session] = []
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -165,6 +168,8 @@ class Api:
             session.headers.update({"Authorization": f"Bearer {self.token}",
                                     "Content-Type": "application/json", "Accept": "application/json"})
             self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
         return session
 
     def call(self, method: str, path: str, expect: int, body: Any = None) -> Any:
@@ -192,7 +197,7 @@ class Api:
     def execution(self, job_id: str, execution_id: str) -> dict:
         return self.call("GET", f"/jobs/{self.account}/{job_id}/executions/{execution_id}", 200)
 
-    def executions(self, job_id: str, size: int) -> list[dict]:
+    def executions(self, job_id: str) -> list[dict]:
         results: list[dict] = []
         page = 0
         while True:
@@ -207,8 +212,10 @@ class Api:
         return self.call("GET", path, 200)["results"]
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
+        """Close the sessions of every thread."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
 
 
@@ -313,7 +320,10 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
                 api.call("GET", f"/jobs/{api.account}/{job_id}", 200)
             except ApiError as exc:
                 run.error = str(exc)
-        barrier.wait()
+        try:
+            barrier.wait(timeout=timeout)
+        except threading.BrokenBarrierError:
+            run.error = run.error or "the burst's threads did not all get ready"
         if run.error:
             return
         run.post_epoch_ms = now_ms()
@@ -324,6 +334,8 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         list(pool.map(start_one, runs))
+    if not released:
+        return None, runs
     start = released[0]
     posted = time.perf_counter() - start
     log(f"burst: {count} POSTs answered in {posted:.2f} s")
@@ -333,7 +345,7 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
     wall = None
     try:
         while pending:
-            for document in api.executions(job_id, count):
+            for document in api.executions(job_id):
                 run = by_id.get(document["execution_id"])
                 if run is not None and run.execution_id in pending and document["status"] in FINAL:
                     run.seconds = time.perf_counter() - start
@@ -429,7 +441,8 @@ def sequential_phase(api: Api, job_id: str, checkout: Path, args: argparse.Names
 
 
 def burst_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
-    wall, api_runs = api_burst(api, job_id, args.burst, args.burst_poll, args.burst_timeout)
+    wall, api_runs = api_burst(api, job_id, args.burst, args.burst_poll, args.burst_timeout,
+                               fresh_connections=args.fresh_connections)
     log(f"burst: API wall {wall if wall is not None else float('nan'):.2f} s")
     env = bare_environment()
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
@@ -446,6 +459,7 @@ def burst_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace)
     finish_s = sorted(run.seconds for run in api_runs if run.ok and run.seconds is not None)
     return {
         "executions": args.burst, "parallelism": args.workers, "poll_s": args.burst_poll,
+        "fresh_connections": args.fresh_connections,
         "api_wall_s": rnd(wall), "bare_wall_s": rnd(bare_wall_ok),
         "api_per_s": rnd(api_tp), "bare_per_s": rnd(bare_tp),
         "throughput_ratio": rnd(api_tp / bare_tp) if api_tp and bare_tp else None,
@@ -510,7 +524,8 @@ def print_report(report: dict, out=sys.stdout) -> None:
     burst = report.get("burst")
     if burst is not None:
         print(f"\nBurst: {burst['executions']} executions started at once vs {burst['executions']} bare runs "
-              f"{burst['parallelism']}-wide (poll every {burst['poll_s'] * 1000:.0f} ms)", file=out)
+              f"{burst['parallelism']}-wide (poll every {burst['poll_s'] * 1000:.0f} ms; POSTs on "
+              f"{'fresh connections' if burst['fresh_connections'] else 'connections opened before'})", file=out)
         print(f"  API  wall {secs(burst['api_wall_s'])}  ({burst['api_per_s'] or 'n/a'} executions/s; "
               f"first seen done after {secs(burst['api_first_done_s'])})", file=out)
         print(f"  bare wall {secs(burst['bare_wall_s'])}  ({burst['bare_per_s'] or 'n/a'} runs/s; "
@@ -549,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.02, help="sequential poll interval, s (default 0.02)")
     parser.add_argument("--burst-poll", type=float, default=0.02,
                         help="burst poll interval (one list request per poll), s (default 0.02)")
+    parser.add_argument("--fresh-connections", action="store_true",
+                        help="burst POSTs open their connections at once (default: each thread opens its "
+                             "keep-alive connection before the burst)")
     parser.add_argument("--run-timeout", type=float, default=120.0, help="seconds one run may take")
     parser.add_argument("--burst-timeout", type=float, default=300.0, help="seconds the API burst may take")
     parser.add_argument("--base-url", help="a running local mode on this host (default: start one here)")

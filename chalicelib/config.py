@@ -50,10 +50,16 @@ class Settings:
     local_mode: bool = False
     run_queue_url: str = ""
     execution_state_machine_arn: str = ""
+    control_state_machine_arn: str = ""
     heartbeat_seconds: int = 60
     # Seconds in a minute of executionTtl: 60, except in tests that need a TTL to expire quickly.
     ttl_minute_seconds: int = 60
     event_retention_days: int = 90
+    # How long before Lambda's ceiling a run is asked to stop gracefully.
+    ceiling_margin_seconds: int = 60
+    max_concurrent_per_account: int = 4
+    ttl_grace_seconds: int = 60
+    kill_window_seconds: int = 30
 
     def table(self, logical_id: str) -> str:
         """Physical name of a table of the template."""
@@ -76,9 +82,14 @@ class Settings:
             local_mode=env.get("RUNNER_LOCAL", "") == "1",
             run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
             execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
+            control_state_machine_arn=env.get("RUNNER_CONTROL_STATE_MACHINE_ARN", ""),
             heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),
             ttl_minute_seconds=_int_env(env, "RUNNER_TTL_MINUTE_SECONDS", 60),
             event_retention_days=_int_env(env, "RUNNER_EVENT_RETENTION_DAYS", 90),
+            ceiling_margin_seconds=_int_env(env, "RUNNER_CEILING_MARGIN_SECONDS", 60),
+            max_concurrent_per_account=_int_env(env, "RUNNER_MAX_CONCURRENT_PER_ACCOUNT", 4),
+            ttl_grace_seconds=_int_env(env, "RUNNER_TTL_GRACE_SECONDS", 60, minimum=0),
+            kill_window_seconds=_int_env(env, "RUNNER_KILL_WINDOW_SECONDS", 30),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from chalicelib.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.jobs import JobService, now_ms
 from chalicelib.jobspec import validate_host_id
 from chalicelib.keys import decode_private_key
-from chalicelib.models import Execution, ExecutionEvent
+from chalicelib.models import Account, Execution, ExecutionEvent
 from chalicelib.secrets import Opener, Sealer
 
 logger = logging.getLogger("runner.executions")
@@ -237,23 +238,42 @@ class ExecutionService:
         self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
         return render_execution(execution)
 
+    def _concurrency_limit(self, account: str) -> int:
+        try:
+            limit = Account.get(account, attributes_to_get=["maxConcurrent"]).max_concurrent
+        except DoesNotExist:
+            limit = None
+        return int(limit or self._settings.max_concurrent_per_account)
+
     def _dispatch(self, execution: Execution, ttl_minutes: int | None) -> None:
-        """Start the Step Functions workflow of the execution's current attempt."""
+        """Start the workflow of the execution's current attempt, and the one enforcing its TTL."""
         attempt = int(execution.attempt)
-        workflow_input = {
+        ttl_minutes = ttl_minutes or DEFAULT_TTL_MINUTES
+        ttl_seconds = ttl_minutes * self._settings.ttl_minute_seconds
+        settings = self._settings
+        common = {
             "accountAlias": execution.account_alias,
             "jobId": execution.job_id,
             "executionId": execution.execution_id,
             "attempt": attempt,
-            "queueUrl": self._settings.run_queue_url,
-            "executionsTable": self._settings.table("ExecutionsTable"),
-            "ttlSeconds": (ttl_minutes or DEFAULT_TTL_MINUTES) * self._settings.ttl_minute_seconds,
-            "heartbeatSeconds": self._settings.heartbeat_seconds,
+            "attemptText": str(attempt),
+            "executionsTable": settings.table("ExecutionsTable"),
         }
+        workflow_input = dict(
+            common, queueUrl=settings.run_queue_url, accountsTable=settings.table("AccountsTable"),
+            concurrencyLimit=self._concurrency_limit(execution.account_alias),
+            heartbeatSeconds=settings.heartbeat_seconds,
+            # A bound on the whole wait; the TTL itself is enforced (gracefully) by the control workflow.
+            runTimeoutSeconds=ttl_seconds + settings.ttl_grace_seconds + settings.kill_window_seconds + 120)
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
+        ttl_input = dict(
+            common, action="ttl", ttlMinutes=ttl_minutes, deadline=deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            graceSeconds=settings.ttl_grace_seconds, killWindowSeconds=settings.kill_window_seconds,
+            escalationReason=f"time-to-live of {ttl_minutes} min reached; not stopped within "
+                             f"{settings.ttl_grace_seconds} s, killed")
         try:
-            self._sfn.start_execution(stateMachineArn=self._settings.execution_state_machine_arn,
-                                      name=f"{execution.execution_id}-{attempt}",
-                                      input=json.dumps(workflow_input))
+            self._sfn.start_execution(stateMachineArn=settings.execution_state_machine_arn,
+                                      name=f"{execution.execution_id}-{attempt}", input=json.dumps(workflow_input))
         except Exception:
             logger.exception("could not dispatch execution %s attempt %d", execution.execution_id, attempt)
             execution.update(actions=[Execution.status.set(states.FAILURE),
@@ -261,3 +281,107 @@ class ExecutionService:
                                       Execution.updated_time.set(now_ms())],
                              condition=Execution.status == states.PENDING)
             raise
+        self._control(execution, ttl_input, "ttl")
+
+    def _control(self, execution: Execution, control_input: dict, action: str) -> None:
+        """Start a control workflow (expiry, escalation, TTL) for the execution's attempt."""
+        name = f"{execution.execution_id}-{int(execution.attempt)}-{action}-{uuid.uuid4().hex[:8]}"
+        self._sfn.start_execution(stateMachineArn=self._settings.control_state_machine_arn, name=name,
+                                  input=json.dumps(control_input))
+
+    # --- stop and kill ------------------------------------------------------------------------
+
+    def stop(self, account: str, job_id: str, execution_id: str, body: Any, by: str | None) -> dict:
+        """Stop gracefully: the running task ends, no other starts; escalated to a kill after N s."""
+        expiry = parse_expiry(body)
+        return self._retrying(lambda: self._stop(self._load(account, job_id, execution_id), expiry, by))
+
+    def kill(self, account: str, job_id: str, execution_id: str, body: Any, by: str | None) -> dict:
+        """Kill now; unconfirmed by the worker within N s (0: 30 s), recorded KILLED all the same."""
+        expiry = parse_expiry(body)
+        return self._retrying(lambda: self._kill(self._load(account, job_id, execution_id), expiry, by))
+
+    @staticmethod
+    def _retrying(action):
+        # The status may change between our read and our conditional write (a worker claiming
+        # it, finishing it): decide again on the new status.
+        for _ in range(4):
+            try:
+                return action()
+            except StatusRaced:
+                continue
+        return action()
+
+    def _stop(self, execution: Execution, expiry: int, by: str | None) -> dict:
+        execution_id = execution.execution_id
+        reason = f"stopped by {by or 'a user'}"
+        if execution.status == states.PENDING:
+            return self._end_pending(execution, states.STOPPED, f"{reason} before it started")
+        if execution.status == states.STOPPING:
+            return render_execution(execution)
+        if execution.status not in (states.INITIALIZING, states.RUNNING):
+            raise Conflict(f"execution {execution_id} is {execution.status}: only a PENDING, INITIALIZING, "
+                           f"RUNNING or STOPPING execution can be stopped")
+        self._move(execution, states.STOPPING, reason)
+        if expiry > 0:
+            self._control(execution, self._control_input(execution, "stop", expiry,
+                          f"{reason}; not stopped within {expiry} s, killed"), "stop")
+        return render_execution(execution)
+
+    def _kill(self, execution: Execution, expiry: int, by: str | None) -> dict:
+        execution_id = execution.execution_id
+        reason = f"killed by {by or 'a user'}"
+        if execution.status == states.PENDING:
+            return self._end_pending(execution, states.KILLED, f"{reason} before it started")
+        if execution.status == states.KILLING:
+            return render_execution(execution)
+        if execution.status not in (states.INITIALIZING, states.RUNNING, states.STOPPING):
+            raise Conflict(f"execution {execution_id} is {execution.status}: only a PENDING, INITIALIZING, "
+                           f"RUNNING, STOPPING or KILLING execution can be killed")
+        self._move(execution, states.KILLING, reason)
+        self._control(execution, self._control_input(execution, "kill", expiry or self._settings.kill_window_seconds,
+                                                     reason), "kill")
+        return render_execution(execution)
+
+    def _control_input(self, execution: Execution, action: str, seconds: int, escalation: str) -> dict:
+        return {"jobId": execution.job_id, "executionId": execution.execution_id,
+                "attempt": int(execution.attempt), "executionsTable": self._settings.table("ExecutionsTable"),
+                "action": action, "expirySeconds": seconds if action == "stop" else 0,
+                "killWindowSeconds": seconds if action == "kill" else self._settings.kill_window_seconds,
+                "escalationReason": escalation}
+
+    def _move(self, execution: Execution, target: str, reason: str) -> None:
+        """A conditional status change; a concurrent one that got there first makes this a 409."""
+        try:
+            execution.update(actions=[Execution.status.set(target), Execution.status_reason.set(reason),
+                                      Execution.updated_time.set(now_ms())],
+                             condition=states.transition_condition(Execution, target, attempt=int(execution.attempt)))
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise StatusRaced(f"execution {execution.execution_id} changed while becoming {target}") from None
+            raise
+
+    def _end_pending(self, execution: Execution, target: str, reason: str) -> dict:
+        """A PENDING execution ends without running anything (its queued message will find it ended)."""
+        self._move(execution, target, reason)
+        return render_execution(execution)
+
+
+class StatusRaced(Conflict):
+    """The execution's status changed between our read and our conditional write."""
+
+
+def parse_expiry(body: Any) -> int:
+    """`expiryDuration` of a stop or kill body: whole seconds, 0 by default."""
+    if body is None:
+        return 0
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object such as {\"expiryDuration\": 5}")
+    value = body.get("expiryDuration", 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+        raise InvalidRequest("expiryDuration", "must be a whole number of seconds, 0 or more")
+    if value > 86400:
+        raise InvalidRequest("expiryDuration", "must be at most 86400 seconds")
+    return int(value)

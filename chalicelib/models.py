@@ -40,6 +40,10 @@ class Account(Model):
     account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
     job_count = NumberAttribute(attr_name="jobCount", default=0)
     created_time = NumberAttribute(attr_name="createdTime")
+    # Executions holding a run slot now (taken and given back by the execution workflow).
+    running_count = NumberAttribute(attr_name="runningCount", null=True)
+    # At most this many executions run at once; None: the service's default.
+    max_concurrent = NumberAttribute(attr_name="maxConcurrent", null=True)
 
 
 class JobsByCreatedTime(LocalSecondaryIndex):

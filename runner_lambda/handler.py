@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib import aws
 from chalicelib.config import get_settings
 from chalicelib.services import execution_service, job_service
+from runner_lambda.processes import become_subreaper
 from runner_lambda.worker import Attempt, Dependencies, RunMessage
 
 logger = logging.getLogger("runner.worker")
@@ -23,13 +24,18 @@ def dependencies() -> Dependencies:
                         stepfunctions=aws.client("stepfunctions"))
 
 
+_context: dict = {"lambda": None}
+
+
 def run_record(record: SQSRecord) -> str:
     """Run the attempt a message names; a duplicate delivery runs nothing."""
     message = RunMessage.parse(record.body)
-    return Attempt(message, dependencies()).run()
+    return Attempt(message, dependencies(), _context["lambda"]).run()
 
 
 def handler(event: dict, context: Any) -> dict:
     """Process a batch; failed records are reported so that only they are delivered again."""
+    become_subreaper()
+    _context["lambda"] = context
     return process_partial_response(event=event, record_handler=run_record,
                                     processor=BatchProcessor(event_type=EventType.SQS), context=context)

@@ -23,6 +23,8 @@ class PlaybookRun:
     limit: str | None = None
     extravars: dict = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    run_id: str = ""
+    stop_file: str = ""
 
 
 @dataclass
@@ -50,7 +52,11 @@ def per_host_stats(stats: dict | None) -> dict[str, dict[str, int]]:
     return hosts
 
 
-def _environment(private_data_dir: str) -> dict[str, str]:
+PLUGINS = Path(__file__).resolve().parent / "ansible_plugins"
+
+
+def _environment(run: "PlaybookRun") -> dict[str, str]:
+    private_data_dir = run.private_data_dir
     # ansible-playbook lives beside this interpreter; without it on PATH ansible-runner gets rc 127.
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
@@ -66,6 +72,12 @@ def _environment(private_data_dir: str) -> dict[str, str]:
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(Path(private_data_dir) / "cp"),
         "SSH_AUTH_SOCK": "",
         "ANSIBLE_LOCAL_TEMP": str(Path(private_data_dir) / "tmp"),
+        # Graceful stop: the linear strategy, checking the stop file before every task.
+        "ANSIBLE_STRATEGY_PLUGINS": str(PLUGINS / "strategy"),
+        "ANSIBLE_STRATEGY": "runner_linear",
+        "RUNNER_STOP_FILE": run.stop_file,
+        # Every process of the run carries this mark, so that a kill finds them all.
+        "RUNNER_RUN_ID": run.run_id,
     }
 
 
@@ -89,7 +101,7 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         limit=run.limit,
         extravars=run.extravars or None,
         tags=",".join(run.tags) if run.tags else None,
-        envvars=_environment(run.private_data_dir),
+        envvars=_environment(run),
         event_handler=handle,
         cancel_callback=should_cancel,
         settings={"pexpect_timeout": 0.2, "suppress_ansible_output": True},

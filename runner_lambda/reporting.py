@@ -87,7 +87,10 @@ def mark_running(execution: Execution, repository_log: dict | None, commit: str 
     return True
 
 
-def finish(execution: Execution, status: str, reason: str | None = None, failed_hosts: list[str] | None = None,
+KEEP = object()  # finish(reason=KEEP): keep the reason already recorded (who stopped or killed it)
+
+
+def finish(execution: Execution, status: str, reason: object = None, failed_hosts: list[str] | None = None,
            stats: dict | None = None, rc: int | None = None, repository_log: dict | None = None) -> bool:
     """Record the attempt's final status; False when it already ended another way (late result)."""
     timers = list(execution.timers or [])
@@ -96,7 +99,8 @@ def finish(execution: Execution, status: str, reason: str | None = None, failed_
     actions = [Execution.status.set(status), Execution.timers.set(timers),
                Execution.failed_hosts.set(sorted(failed_hosts or [])), Execution.updated_time.set(now_ms()),
                Execution.task_token.remove()]
-    actions.append(Execution.status_reason.set(reason) if reason else Execution.status_reason.remove())
+    if reason is not KEEP:
+        actions.append(Execution.status_reason.set(reason) if reason else Execution.status_reason.remove())
     if stats is not None:
         actions.append(Execution.stats.set(json.dumps(stats)))
     if rc is not None:
@@ -221,6 +225,8 @@ class Heartbeat:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in TOKEN_GONE:
+                    # The workflow has given up on this attempt; the supervisor sees what it
+                    # recorded and ends the run.
                     self.reason = f"the attempt's task is over ({code})"
                     self.attempt_over.set()
                     return

@@ -16,7 +16,9 @@ from chalicelib.jobspec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_
 from chalicelib.models import Execution, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
-from runner_lambda.reporting import EventSink, Heartbeat, Masker, claim, finish, mark_running, report_result
+from runner_lambda.reporting import KEEP, EventSink, Heartbeat, Masker, claim, finish, mark_running, report_result
+from runner_lambda.processes import kill_tree
+from runner_lambda.supervision import Supervisor
 from runner_lambda.workspace import Workspace, WorkspaceError, build_inventory
 
 logger = logging.getLogger("runner.worker")
@@ -65,9 +67,10 @@ def _dynamic_hosts(account: str, job_id: str) -> list[dict]:
 class Attempt:
     """Everything one attempt does; `run` never raises for an outcome, only for a fault of ours."""
 
-    def __init__(self, message: RunMessage, deps: Dependencies) -> None:
+    def __init__(self, message: RunMessage, deps: Dependencies, lambda_context: Any = None) -> None:
         self.message = message
         self.deps = deps
+        self.lambda_context = lambda_context
         self.masker = Masker([])
 
     def run(self) -> str:
@@ -76,22 +79,53 @@ class Attempt:
         models.bind()
         execution = claim(message.job_id, message.execution_id, message.attempt, message.task_token, worker_name())
         if execution is None:
+            self._close_if_ended()
             return "duplicate"
         heartbeat = Heartbeat(self.deps.stepfunctions, message.task_token,
                               max(1.0, self.deps.settings.heartbeat_seconds / 4)).start()
         status = states.FAILURE
-        try:
-            status = self._run_claimed(execution, heartbeat)
-        except Exception:
-            logger.exception("attempt %d of execution %s failed in the worker", message.attempt, message.execution_id)
-            finish(execution, states.FAILURE, reason="the worker failed unexpectedly; see the service logs")
-        finally:
-            heartbeat.stop()
-            report_result(self.deps.stepfunctions, message.task_token,
-                          {"executionId": message.execution_id, "attempt": message.attempt, "status": status})
+        with Workspace() as workspace:
+            supervisor = Supervisor(execution, f"{message.execution_id}-{message.attempt}",
+                                    workspace.path / "stop", self.lambda_context,
+                                    self.deps.settings.ceiling_margin_seconds).start()
+            try:
+                status = self._run_claimed(execution, workspace, supervisor)
+            except Exception:
+                logger.exception("attempt %d of execution %s failed in the worker", message.attempt, message.execution_id)
+                finish(execution, states.FAILURE, reason="the worker failed unexpectedly; see the service logs")
+            finally:
+                supervisor.stop()
+                kill_tree(supervisor.run_id)  # nothing of the run outlives it
+                heartbeat.stop()
+                report_result(self.deps.stepfunctions, message.task_token,
+                              {"executionId": message.execution_id, "attempt": message.attempt, "status": status})
         return status
 
-    def _run_claimed(self, execution: Execution, heartbeat: Heartbeat) -> str:
+    def _close_if_ended(self) -> None:
+        """A message for an attempt that ended without running (stopped while PENDING): end its task."""
+        message = self.message
+        try:
+            current = Execution.get(message.job_id, message.execution_id, consistent_read=True)
+        except Exception:  # noqa: BLE001 - nothing to close
+            return
+        if int(current.attempt) == message.attempt and current.status in states.FINAL:
+            report_result(self.deps.stepfunctions, message.task_token,
+                          {"executionId": message.execution_id, "attempt": message.attempt, "status": current.status})
+
+    def _ended_before_running(self, execution: Execution, supervisor: Supervisor) -> str | None:
+        """STOPPED or KILLED when a stop or kill arrived before the playbook started."""
+        supervisor.check()
+        if supervisor.over.is_set():
+            return supervisor.status
+        if supervisor.killed.is_set():
+            finish(execution, states.KILLED, reason=KEEP)
+            return states.KILLED
+        if supervisor.stop_requested.is_set():
+            finish(execution, states.STOPPED, reason=KEEP)
+            return states.STOPPED
+        return None
+
+    def _run_claimed(self, execution: Execution, workspace: Workspace, supervisor: Supervisor) -> str:
         message = self.message
         job = self.deps.jobs.load(message.account_alias, message.job_id)
         spec = json.loads(job.spec)
@@ -99,37 +133,42 @@ class Attempt:
         run_keys = self.deps.executions.open_keys(execution)
         self.masker.add(list(secrets.values()) + list(run_keys.values()))
         repository = spec["repository"]
-        with Workspace() as workspace:
-            try:
-                checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
-                    username=(repository.get("credentials") or {}).get("username"),
-                    password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)))
-                commit = checkout.fetch(repository["branch"], execution.pinned_commit)
-                repository_log = checkout.repository_log()
-                playbook = workspace.playbook(repository["defaultPlaybook"])
-                run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook)
-            except (CheckoutError, WorkspaceError) as exc:
-                finish(execution, states.INIT_FAILURE, reason=self.masker(str(exc)))
+        try:
+            checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
+                username=(repository.get("credentials") or {}).get("username"),
+                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)))
+            commit = checkout.fetch(repository["branch"], execution.pinned_commit)
+            repository_log = checkout.repository_log()
+            playbook = workspace.playbook(repository["defaultPlaybook"])
+            run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook, supervisor)
+        except (CheckoutError, WorkspaceError) as exc:
+            if finish(execution, states.INIT_FAILURE, reason=self.masker(str(exc))):
                 return states.INIT_FAILURE
-            if not mark_running(execution, repository_log, commit):
-                return execution.status
-            sink = EventSink(message.execution_id, message.attempt, self.masker,
-                             self.deps.settings.event_retention_days)
-            try:
-                result = run_playbook(run, sink.add, heartbeat.attempt_over.is_set)
-            finally:
-                sink.close()
-        if heartbeat.attempt_over.is_set():
-            finish(execution, states.FAILURE, reason=heartbeat.reason, failed_hosts=result.failed_hosts,
-                   stats=result.stats, rc=result.rc)
-            return states.FAILURE
+            return self._ended_before_running(execution, supervisor) or states.INIT_FAILURE
+        if not mark_running(execution, repository_log, commit):
+            return self._ended_before_running(execution, supervisor) or execution.status
+        sink = EventSink(message.execution_id, message.attempt, self.masker, self.deps.settings.event_retention_days)
+        try:
+            result = run_playbook(run, sink.add, supervisor.should_cancel)
+        finally:
+            sink.close()
+        if supervisor.over.is_set():
+            return supervisor.status  # recorded by whoever ended the attempt; our result is late
+        details = {"failed_hosts": result.failed_hosts, "stats": result.stats, "rc": result.rc}
+        if supervisor.killed.is_set():
+            finish(execution, states.KILLED, reason=KEEP, **details)
+            return states.KILLED
+        if supervisor.stop_requested.is_set():
+            finish(execution, states.STOPPED, reason=KEEP, **details)
+            return states.STOPPED
         status = states.SUCCESS if result.succeeded else states.FAILURE
         reason = None if result.succeeded else f"ansible-playbook ended {result.status} (rc {result.rc})"
-        finish(execution, status, reason=reason, failed_hosts=result.failed_hosts, stats=result.stats, rc=result.rc)
+        if not finish(execution, status, reason=reason, **details):
+            return self._ended_before_running(execution, supervisor) or status
         return status
 
     def _prepare(self, workspace: Workspace, execution: Execution, spec: dict, secrets: dict[str, str],
-                 run_keys: dict[str, str], playbook: str) -> PlaybookRun:
+                 run_keys: dict[str, str], playbook: str, supervisor: Supervisor) -> PlaybookRun:
         hosts = list(spec["hosts"])
         if spec.get("useDynamicInventory"):
             hosts += _dynamic_hosts(execution.account_alias, execution.job_id)
@@ -143,4 +182,5 @@ class Attempt:
         inventory, limit = build_inventory(hosts, list(execution.target_hosts), key_files, default_key)
         return PlaybookRun(private_data_dir=str(workspace.path), project_dir=str(workspace.project),
                            playbook=playbook, inventory=workspace.write_inventory(inventory), limit=limit,
-                           extravars=spec.get("properties") or {}, tags=spec.get("playbookTags") or [])
+                           extravars=spec.get("properties") or {}, tags=spec.get("playbookTags") or [],
+                           run_id=supervisor.run_id, stop_file=str(supervisor.stop_file))

@@ -41,7 +41,7 @@ def _positive_int(name: str, default: int) -> int:
 def recover_executions(settings) -> int:
     """Executions caught mid-run by a stop of local mode have no workflow any more: end them."""
     from chalicelib import states
-    from chalicelib.models import Execution
+    from chalicelib.models import Account, Execution
 
     recovered = 0
     for execution in Execution.scan(Execution.status.is_in(*states.ACTIVE)):
@@ -53,6 +53,9 @@ def recover_executions(settings) -> int:
             recovered += 1
         except Exception:  # noqa: BLE001 - another writer got there; nothing to recover
             logger.warning("could not recover execution %s", execution.execution_id)
+    # No workflow holds a run slot any more.
+    for account in Account.scan(Account.running_count > 0):
+        account.update(actions=[Account.running_count.set(0)])
     return recovered
 
 
