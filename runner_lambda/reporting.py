@@ -20,6 +20,9 @@ MAX_STDOUT = 32 * 1024
 MAX_DATA = 16 * 1024
 EVENT_DATA_KEYS = ("playbook", "play", "task", "task_action", "task_args", "host", "remote_addr", "res",
                    "duration", "start", "end", "changed", "ignore_errors", "role", "task_path", "stats")
+# ansible-core warns about any strategy plugin outside ansible.builtin; ours is an implementation
+# detail (graceful stop) that users' logs need not carry.
+OWN_PLUGIN_WARNING = "strategy plugins not included in ansible.builtin"
 # The token of a task that is over: the attempt ended without us (timed out, or recorded lost).
 TOKEN_GONE = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 
@@ -144,7 +147,9 @@ class EventSink:
         self.count = 0
 
     def add(self, event: dict) -> None:
-        """Queue one ansible-runner event."""
+        """Queue one ansible-runner event (not ansible's warning about our own strategy plugin)."""
+        if event.get("event") == "deprecated" and OWN_PLUGIN_WARNING in (event.get("stdout") or ""):
+            return
         data = event.get("event_data") or {}
         selected = {key: data[key] for key in EVENT_DATA_KEYS if key in data}
         item = ExecutionEvent(
