@@ -5,7 +5,7 @@
     .venv/bin/python bench/overhead.py --json
     .venv/bin/python bench/overhead.py --runs 5 --burst 8 --workers 2
 
-A temporary git repository holds `hello.yml` (one debug task on localhost). Two phases:
+A temporary git repository holds `hello.yml` (one debug task on localhost). The phases:
 
 0. Warm-up (--warmup rounds, not counted): --workers executions started at once, so that every
    worker process has handled a message (a worker's first message costs ~0.5 s more: it builds
@@ -388,6 +388,18 @@ def split_medians(runs: list[ApiRun]) -> dict[str, float | None]:
     return figures
 
 
+def utilisation(runs: list[ApiRun], workers: int) -> dict[str, float | None]:
+    """How busy the worker slots were between the first claim and the last end of a burst:
+    sum of the attempts' run times / (workers x that span); idle slots lower it."""
+    spans = [(t[0]["start"], t[0]["end"]) for t in ((run.document.get("timers") or []) for run in runs if run.ok)
+             if t and t[0].get("start") is not None and t[0].get("end") is not None]
+    if not spans:
+        return {"busy": None, "span_ms": None}
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    busy = sum(end - start for start, end in spans) / (workers * span) if span > 0 else None
+    return {"busy": rnd(busy), "span_ms": rnd(span, 0)}
+
+
 def failures_of(api_runs: list[ApiRun], bare_runs: list[BareRun], phase: str) -> list[dict]:
     failures = [{"phase": phase, "kind": "api", "execution_id": run.execution_id, "status": run.status,
                  "detail": run.error or (run.document or {}).get("status_reason")}
@@ -466,6 +478,7 @@ def burst_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace)
         "api_first_done_s": rnd(finish_s[0]) if finish_s else None,
         "bare_run_median_s": rnd(median([run.seconds for run in bare_runs if run.ok])),
         "split_median_ms": split_medians(api_runs),
+        "workers_busy": utilisation(api_runs, args.workers)["busy"],
         "failures": failures_of(api_runs, bare_runs, "burst"),
     }
 
@@ -530,8 +543,9 @@ def print_report(report: dict, out=sys.stdout) -> None:
               f"first seen done after {secs(burst['api_first_done_s'])})", file=out)
         print(f"  bare wall {secs(burst['bare_wall_s'])}  ({burst['bare_per_s'] or 'n/a'} runs/s; "
               f"median run {secs(burst['bare_run_median_s'])})", file=out)
-        print(f"  throughput API/bare {burst['throughput_ratio'] if burst['throughput_ratio'] is not None else 'n/a'}",
-              file=out)
+        print(f"  throughput API/bare {burst['throughput_ratio'] if burst['throughput_ratio'] is not None else 'n/a'}"
+              f"   workers busy {burst['workers_busy'] if burst['workers_busy'] is not None else 'n/a'} "
+              f"(sum of run / ({burst['parallelism']} x first claim -> last end))", file=out)
         print_split(burst["split_median_ms"], out)
     if report["failures"]:
         print(f"\nFailures ({len(report['failures'])}):", file=out)

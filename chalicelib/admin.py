@@ -2,6 +2,7 @@
 
     python -m chalicelib.admin create-account ACME
     python -m chalicelib.admin create-user --account ACME --username ops@acme [--password-stdin]
+    python -m chalicelib.admin set-concurrency --account ACME --limit 8
 
 Without --password-stdin a password is generated and printed once. For local mode, point the
 environment at the emulator first: `eval "$(python -m chalicelib.admin local-env)"`.
@@ -37,6 +38,12 @@ def _create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_concurrency(args: argparse.Namespace) -> int:
+    users.set_concurrency(args.account, args.limit)
+    print(f"account {args.account}: at most {args.limit} executions run at once")
+    return 0
+
+
 def _local_env(args: argparse.Namespace) -> int:
     path = Path(args.state_dir) / "emulator.json"
     try:
@@ -64,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("--create-account", action="store_true", help="create the account if missing")
     user.add_argument("--reset", action="store_true", help="replace an existing user's password")
     user.set_defaults(run=_create_user)
+    concurrency = commands.add_parser("set-concurrency", help="how many executions of an account run at once")
+    concurrency.add_argument("--account", required=True)
+    concurrency.add_argument("--limit", type=int, required=True)
+    concurrency.set_defaults(run=_set_concurrency)
     local_env = commands.add_parser("local-env", help="print the environment of the running local mode")
     local_env.add_argument("--state-dir", default=os.environ.get("RUNNER_STATE_DIR", ".runner"))
     local_env.set_defaults(run=_local_env)

@@ -153,6 +153,7 @@ def bind(settings: Settings | None = None) -> None:
         for model, logical_id in MODELS.items():
             model.Meta.table_name = settings.table(logical_id)
             model.Meta.region = settings.region
+            model.Meta.max_pool_connections = 32  # PynamoDB's default of 10 overflows under load
             model._connection = None
             instrument(model._get_connection().connection.client)
         connection = Connection(region=settings.region)

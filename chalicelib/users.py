@@ -7,7 +7,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import models
 from chalicelib.errors import Conflict, InvalidRequest, Unauthenticated
@@ -99,3 +99,17 @@ def verify_password(user: User, password: str) -> bool:
         return _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def set_concurrency(account_alias: str, limit: int) -> None:
+    """How many executions of the account may run at once."""
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit", "must be from 1 to 1000")
+    models.bind()
+    try:
+        Account(account_alias).update(actions=[Account.max_concurrent.set(limit)],
+                                      condition=Account.account_alias.exists())
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            raise InvalidRequest("accountAlias", f"account {account_alias} does not exist") from None
+        raise

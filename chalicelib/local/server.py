@@ -67,6 +67,9 @@ def _optional_port(name: str) -> int | None:
 class QuietThreadedHTTPServer(ThreadedHTTPServer):
     """Chalice's threaded server, minus tracebacks on stderr when a client hangs up early."""
 
+    # Python's default backlog of 5 resets connections when many clients arrive at once.
+    request_queue_size = 128
+
     def handle_error(self, request: object, client_address: tuple) -> None:
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, TimeoutError)):

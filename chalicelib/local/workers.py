@@ -8,8 +8,32 @@ import subprocess
 import sys
 import threading
 
+import psutil
+
 logger = logging.getLogger("runner.local.workers")
 DEFAULT_WORKERS = 4
+
+
+def end_orphaned_runs(live_workers: list[int]) -> int:
+    """Kill what a dead worker left running: processes of a run that no live worker supervises.
+
+    On Lambda the whole sandbox goes with the worker; here its playbook would run on, orphaned.
+    """
+    live = set(live_workers)
+    ended = 0
+    for process in psutil.process_iter():
+        try:
+            if "RUNNER_RUN_ID" not in process.environ():
+                continue
+            if live & {parent.pid for parent in process.parents()}:
+                continue
+            process.kill()
+            ended += 1
+        except psutil.Error:
+            continue
+    if ended:
+        logger.warning("ended %d processes left by a lost worker", ended)
+    return ended
 
 
 class WorkerPool:
@@ -34,10 +58,14 @@ class WorkerPool:
 
     def _supervise(self) -> None:
         while not self._stopping.wait(1.0):
+            replaced = False
             for index, process in enumerate(self._processes):
                 if process.poll() is not None and not self._stopping.is_set():
                     logger.warning("worker %d exited with %s; starting a new one", process.pid, process.returncode)
                     self._processes[index] = self._spawn()
+                    replaced = True
+            if replaced:
+                end_orphaned_runs(self.pids())
 
     def pids(self) -> list[int]:
         """The workers' process ids."""

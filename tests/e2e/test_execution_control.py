@@ -36,7 +36,7 @@ LONG = """- hosts: all
 """
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 1\n"
 CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "2", "RUNNER_KILL_WINDOW_SECONDS": "3",
-               "RUNNER_HEARTBEAT_SECONDS": "4", "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}
+               "RUNNER_HEARTBEAT_SECONDS": "6", "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ class Run:
             if predicate(current):
                 return current
             time.sleep(0.05)
-        raise AssertionError(f"timed out; last seen {current['status']}")
+        raise AssertionError(f"timed out; last seen {current['status']} ({current['status_reason']})")
 
     def wait_final(self, timeout: float = 60) -> dict:
         return self.wait(lambda current: current["status"] in FINAL, timeout)
@@ -200,9 +200,8 @@ def test_a_worker_killed_mid_run_is_failure_worker_lost_and_can_restart(control,
     killed_at = time.time()
     done = run.wait_final(timeout=30)
     assert done["status"] == "FAILURE" and done["status_reason"] == "worker lost"
-    assert time.time() - killed_at < 4 * 3 + 5  # the heartbeat window (4 s) and the workflow's reaction
-    for process in run.processes():
-        process.kill()
+    assert time.time() - killed_at < 6 + 10  # the heartbeat window (6 s) and the workflow's reaction
+    assert run.processes() == []  # local mode ends what the lost worker left running, as Lambda would
     restarted = run.post("restart")
     assert restarted.status_code == 202
     assert run.wait_final(timeout=60)["status"] == "SUCCESS"

@@ -95,3 +95,11 @@ def test_admin_generated_password_is_printed_once_and_works(client, capsys):
     assert admin.main(["create-user", "--account", "ZED", "--username", "zed-2"]) == 0
     password = capsys.readouterr().out.split("password: ")[1].strip()
     assert client.anonymous.post("/authentication/login", {"username": "zed-2", "password": password}).status == 200
+
+
+def test_admin_sets_an_accounts_concurrency_limit(client, capsys):
+    from chalicelib.models import Account
+    assert admin.main(["set-concurrency", "--account", "DEMO", "--limit", "8"]) == 0
+    assert Account.get("DEMO").max_concurrent == 8
+    assert admin.main(["set-concurrency", "--account", "NOPE", "--limit", "8"]) == 1
+    assert admin.main(["set-concurrency", "--account", "DEMO", "--limit", "0"]) == 1
