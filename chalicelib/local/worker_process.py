@@ -53,7 +53,11 @@ def poll_forever(stop: list) -> None:
     sqs = aws.client("sqs")
     queue_url = settings.run_queue_url
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    parent = os.getppid()
     while not stop:
+        if os.getppid() != parent:
+            logger.warning("local mode is gone; worker %d exits", os.getpid())
+            return
         try:
             answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1,
                                          AttributeNames=["All"])

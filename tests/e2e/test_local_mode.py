@@ -1,6 +1,7 @@
 """Local mode as a user meets it: local.json, login, restarts, a taken port, Ctrl-C (DESIGN.md section 2)."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import stat
@@ -187,3 +188,15 @@ def test_a_stop_signal_ends_local_mode_cleanly(start_local_mode, sig):
     with pytest.raises(OSError):
         with socket.create_connection(("127.0.0.1", instance.port), timeout=2):
             pass
+
+
+def test_nothing_outlives_a_local_mode_killed_with_sigkill(start_local_mode):
+    import psutil
+
+    instance = start_local_mode().start()
+    children = psutil.Process(instance.process.pid).children(recursive=True)
+    assert any("worker_process" in " ".join(child.cmdline()) for child in children)
+    os.kill(instance.process.pid, signal.SIGKILL)
+    instance.process.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], [" ".join(process.cmdline()) for process in alive]
