@@ -35,7 +35,7 @@ LONG = """- hosts: all
       shell: "sleep {{ seconds | default(60) }} & sleep {{ seconds | default(60) }}"
 """
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 1\n"
-CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "2", "RUNNER_KILL_WINDOW_SECONDS": "3",
+CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "6", "RUNNER_KILL_WINDOW_SECONDS": "3",
                "RUNNER_HEARTBEAT_SECONDS": "6", "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}
 
 
