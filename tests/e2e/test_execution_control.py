@@ -176,9 +176,10 @@ def test_stop_with_expiry_escalates_to_a_kill(control, repo):
 
 
 def test_ttl_reached_stops_then_kills_after_the_grace(control, repo):
-    run = Run(control.client("DEMO"), repo, "long.yml", executionTtl=2)
+    run = Run(control.client("DEMO"), repo, "long.yml", executionTtl=5)
+    run.wait_task_started("long sleep", timeout=5)  # well before the deadline, even on a busy machine
     stopping = run.wait(lambda current: current["status"] in {"STOPPING", *FINAL}, timeout=20)
-    assert stopping["status"] == "STOPPING" and "time-to-live of 2 min reached" in stopping["status_reason"]
+    assert stopping["status"] == "STOPPING" and "time-to-live of 5 min reached" in stopping["status_reason"]
     done = run.wait_final(timeout=20)
     assert done["status"] == "KILLED" and "time-to-live" in done["status_reason"]
 
