@@ -216,13 +216,6 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def _data(self, selected: dict) -> str:
-        text = self._mask(json.dumps(selected, default=str))
-        if len(text) <= MAX_DATA:
-            return text
-        # Too large to keep whole: keep a preview, still valid JSON for the events route.
-        return json.dumps({"truncated": True, "size": len(text), "preview": text[:MAX_DATA]})
-
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
