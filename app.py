@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import yaml
-from chalice import AuthResponse, Chalice, Response
+from chalice import AuthResponse, Chalice, Rate, Response
 
 from chalicelib import services, users
 from chalicelib.config import get_settings
@@ -108,7 +108,7 @@ def update_job(accountAlias, jobId):
 
 @route("/jobs/{accountAlias}/{jobId}", "DELETE")
 def delete_job(accountAlias, jobId):
-    services.job_service().delete(accountAlias, jobId)
+    services.schedule_service().delete_job(accountAlias, jobId)
     return json_response(None, 204)
 
 
@@ -168,3 +168,68 @@ def kill_execution(accountAlias, jobId, executionId):
     execution = services.execution_service().kill(accountAlias, jobId, executionId, body(required=False),
                                                   caller_name(app.current_request))
     return json_response(execution, 202)
+
+
+@route("/jobs/{accountAlias}/{jobId}/schedules", "POST")
+def create_schedule(accountAlias, jobId):
+    return json_response(services.schedule_service().create(accountAlias, jobId, body()), 201)
+
+
+@route("/jobs/{accountAlias}/{jobId}/schedules", "GET")
+def list_schedules(accountAlias, jobId):
+    page, size = page_params(query())
+    return services.schedule_service().list(accountAlias, jobId, page, size)
+
+
+@route("/jobs/{accountAlias}/{jobId}/schedules/{scheduleId}", "GET")
+def get_schedule(accountAlias, jobId, scheduleId):
+    return services.schedule_service().get(accountAlias, jobId, scheduleId)
+
+
+@route("/jobs/{accountAlias}/{jobId}/schedules/{scheduleId}", "PUT")
+def update_schedule(accountAlias, jobId, scheduleId):
+    return services.schedule_service().update(accountAlias, jobId, scheduleId, body())
+
+
+@route("/jobs/{accountAlias}/{jobId}/schedules/{scheduleId}", "DELETE")
+def delete_schedule(accountAlias, jobId, scheduleId):
+    services.schedule_service().delete(accountAlias, jobId, scheduleId)
+    return json_response(None, 204)
+
+
+@route("/serviceAccounts/{accountAlias}", "POST")
+def create_service_account(accountAlias):
+    return json_response(services.service_account_service().create(accountAlias, body()), 201)
+
+
+@route("/serviceAccounts/{accountAlias}", "GET")
+def list_service_accounts(accountAlias):
+    return services.service_account_service().list(accountAlias)
+
+
+@route("/serviceAccounts/{accountAlias}/{serviceAccountAlias}", "GET")
+def get_service_account(accountAlias, serviceAccountAlias):
+    return services.service_account_service().get(accountAlias, serviceAccountAlias)
+
+
+@route("/serviceAccounts/{accountAlias}/{serviceAccountAlias}", "PUT")
+def update_service_account(accountAlias, serviceAccountAlias):
+    return services.service_account_service().update(accountAlias, serviceAccountAlias, body())
+
+
+@route("/serviceAccounts/{accountAlias}/{serviceAccountAlias}", "DELETE")
+def delete_service_account(accountAlias, serviceAccountAlias):
+    services.service_account_service().delete(accountAlias, serviceAccountAlias)
+    return json_response(None, 204)
+
+
+@app.lambda_function(name="schedule_trigger")
+def schedule_trigger(event, context):
+    """EventBridge Scheduler's target: one fire of a job schedule."""
+    return services.schedule_service().fire(event)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="schedule_reconciler")
+def schedule_reconciler(event):
+    """Hourly: make Scheduler match the stored schedules (repairs what a crash left halfway)."""
+    return services.schedule_service().reconcile()

@@ -9,7 +9,8 @@ from functools import lru_cache
 # Logical ids of the tables in infra/template.yaml. Each table's physical name comes from the
 # environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
 # template sets on every function and local mode sets for itself.
-TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable")
+TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable",
+                     "SchedulesTable", "ServiceAccountsTable")
 
 DEFAULT_TOKEN_TTL_SECONDS = 14 * 24 * 3600
 
@@ -60,6 +61,12 @@ class Settings:
     max_concurrent_per_account: int = 4
     ttl_grace_seconds: int = 60
     kill_window_seconds: int = 30
+    schedule_group: str = "runner"
+    scheduler_role_arn: str = ""
+    # Empty on AWS: found through the stack (`stack_name`) on first use.
+    trigger_function_arn: str = ""
+    stack_name: str = ""
+    max_schedules_per_job: int = 25
 
     def table(self, logical_id: str) -> str:
         """Physical name of a table of the template."""
@@ -90,6 +97,11 @@ class Settings:
             max_concurrent_per_account=_int_env(env, "RUNNER_MAX_CONCURRENT_PER_ACCOUNT", 4),
             ttl_grace_seconds=_int_env(env, "RUNNER_TTL_GRACE_SECONDS", 60, minimum=0),
             kill_window_seconds=_int_env(env, "RUNNER_KILL_WINDOW_SECONDS", 30),
+            schedule_group=env.get("RUNNER_SCHEDULE_GROUP") or "runner",
+            scheduler_role_arn=env.get("RUNNER_SCHEDULER_ROLE_ARN", ""),
+            trigger_function_arn=env.get("RUNNER_TRIGGER_FUNCTION_ARN", ""),
+            stack_name=env.get("RUNNER_STACK_NAME", ""),
+            max_schedules_per_job=_int_env(env, "RUNNER_MAX_SCHEDULES_PER_JOB", 25),
         )
 
 

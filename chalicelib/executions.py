@@ -87,6 +87,7 @@ def render_execution(execution: Execution) -> dict:
         "attempt": int(execution.attempt),
         "hosts": list(execution.target_hosts or []),
         "started_by": execution.started_by,
+        "scheduled_time": _int(execution.scheduled_time),
         "created_time": int(execution.created_time),
     }
     return document
@@ -193,21 +194,30 @@ class ExecutionService:
         return {path: opener.open(f"{prefix}/{path}", envelope)
                 for path, envelope in json.loads(execution.sealed_keys).items()}
 
-    def start(self, account: str, job_id: str, body: Any, started_by: str | None) -> dict:
-        """Create an execution of the job and dispatch its first attempt."""
+    def start(self, account: str, job_id: str, body: Any, started_by: str | None,
+              execution_id: str | None = None, scheduled_time: int | None = None) -> dict:
+        """Create an execution of the job and dispatch its first attempt.
+
+        A schedule passes the `execution_id` it derives from its fire time: a second start with
+        the same id raises DuplicateExecution, so a fire delivered twice runs once.
+        """
         request = parse_run_request(body)
         job = self._jobs.load(account, job_id)
         spec = json.loads(job.spec)
         hosts = request.hosts or [host["id"] for host in spec["hosts"]]
-        execution_id = str(uuid.uuid4())
+        chosen = execution_id is not None
+        execution_id = execution_id or str(uuid.uuid4())
         now = now_ms()
         execution = Execution(
             job_id, execution_id, account_alias=account, created_time=now, status=states.PENDING,
             attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
+            scheduled_time=scheduled_time,
             sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now)
         try:
             execution.save(condition=Execution.execution_id.does_not_exist())
         except PutError as exc:
+            if chosen and exc.cause_response_code == "ConditionalCheckFailedException":
+                raise DuplicateExecution(f"execution {execution_id} exists already") from None
             raise Conflict("execution id collision; retry") from exc
         self._dispatch(execution, spec.get("executionTtl"))
         return render_execution(execution)
@@ -365,6 +375,10 @@ class ExecutionService:
         """A PENDING execution ends without running anything (its queued message will find it ended)."""
         self._move(execution, target, reason)
         return render_execution(execution)
+
+
+class DuplicateExecution(Conflict):
+    """An execution with the chosen id exists already (a schedule's fire delivered twice)."""
 
 
 class StatusRaced(Conflict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
@@ -141,8 +141,11 @@ class JobService:
             raise Conflict(f"job {job_id} was changed or deleted by another request; read it again") from None
         return render_job(job)
 
-    def delete(self, account: str, job_id: str) -> None:
-        """Delete a job and count it out of its account, in one transaction."""
+    def delete(self, account: str, job_id: str, also: Callable[[TransactWrite], None] | None = None) -> None:
+        """Delete a job and count it out of its account, in one transaction.
+
+        `also` adds the deletion of what hangs off the job (its schedules) to the same transaction.
+        """
         models.bind()
         try:
             with TransactWrite(connection=models.connection()) as transaction:
@@ -150,6 +153,8 @@ class JobService:
                                    add_version_condition=False)
                 transaction.update(Account(account), actions=[Account.job_count.add(-1)],
                                    condition=Account.account_alias.exists())
+                if also is not None:
+                    also(transaction)
         except TransactWriteError as exc:
             if _cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
                 raise NotFound(f"job {job_id} not found in account {account}") from None

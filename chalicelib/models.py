@@ -111,6 +111,8 @@ class Execution(Model):
     pinned_commit = UnicodeAttribute(null=True, attr_name="pinnedCommit")
     sealed_keys = UnicodeAttribute(null=True, attr_name="sealedKeys")  # JSON: keys given at start
     started_by = UnicodeAttribute(null=True, attr_name="startedBy")
+    # The fire time of the schedule that started it (epoch ms); null for a start by a user.
+    scheduled_time = NumberAttribute(null=True, attr_name="scheduledTime")
     task_token = UnicodeAttribute(null=True, attr_name="taskToken")
     stats = UnicodeAttribute(null=True)  # JSON: per-host ok/changed/failed/unreachable/skipped
     rc = NumberAttribute(null=True)
@@ -136,9 +138,54 @@ class ExecutionEvent(Model):
     expires_at = NumberAttribute(null=True, attr_name="expiresAt")
 
 
+class ServiceAccount(Model):
+    """Credentials a schedule logs in with when it fires; the password is sealed by KMS."""
+
+    class Meta:
+        table_name = "runner-service-accounts"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    alias = UnicodeAttribute(range_key=True)
+    id = UnicodeAttribute()
+    username = UnicodeAttribute()
+    sealed_password = UnicodeAttribute(attr_name="sealedPassword")  # JSON envelope
+    # Schedules that name it, kept in the same transaction as each schedule write.
+    schedule_count = NumberAttribute(default=0, attr_name="scheduleCount")
+    created_time = NumberAttribute(attr_name="createdTime")
+    last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+
+
+class Schedule(Model):
+    """A job schedule: its trigger, the EventBridge Scheduler schedules that fire it, its last fire."""
+
+    class Meta:
+        table_name = "runner-schedules"
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    id = UnicodeAttribute(range_key=True)
+    account_alias = UnicodeAttribute(attr_name="accountAlias")
+    schedule_id = UnicodeAttribute(attr_name="scheduleId")  # base name of the Scheduler schedules
+    description = UnicodeAttribute(default="")
+    service_account_alias = UnicodeAttribute(attr_name="serviceAccountAlias")
+    trigger_type = UnicodeAttribute(attr_name="triggerType")  # cron | date
+    expression = UnicodeAttribute()
+    timezone = UnicodeAttribute(default="UTC")
+    # The Scheduler expressions (cron(...) or at(...)), one per Scheduler schedule, in name order.
+    aws_expressions = ListAttribute(of=UnicodeAttribute, attr_name="awsExpressions")
+    status = UnicodeAttribute(default="ACTIVE")  # ACTIVE | COMPLETED
+    revision = NumberAttribute(default=1)
+    last_fire_time = NumberAttribute(null=True, attr_name="lastFireTime")
+    last_execution_id = UnicodeAttribute(null=True, attr_name="lastExecutionId")
+    last_error = UnicodeAttribute(null=True, attr_name="lastError")
+    last_error_time = NumberAttribute(null=True, attr_name="lastErrorTime")
+    created_time = NumberAttribute(attr_name="createdTime")
+    last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+
+
 # Model class -> logical id of its table in infra/template.yaml.
 MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable",
-          Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable"}
+          Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
+          Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable"}
 
 _bound: dict = {"settings": None, "connection": None}
 _lock = threading.Lock()

@@ -27,7 +27,8 @@ def reset() -> None:
     job_service.cache_clear()
     signing_key.cache_clear()
     execution_service.cache_clear()
-
+    service_account_service.cache_clear()
+    schedule_service.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -36,3 +37,23 @@ def execution_service():
     from chalicelib.executions import ExecutionService
 
     return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings())
+
+
+@lru_cache(maxsize=1)
+def service_account_service():
+    """The Service Accounts service bound to this process's settings."""
+    from chalicelib.service_accounts import ServiceAccountService
+
+    return ServiceAccountService(aws.client("kms"), get_settings().kms_key_id)
+
+
+@lru_cache(maxsize=1)
+def schedule_service():
+    """The Schedules service bound to this process's settings."""
+    from chalicelib.scheduler import SchedulerSchedules
+    from chalicelib.schedules import ScheduleService
+
+    settings = get_settings()
+    scheduler = SchedulerSchedules(aws.client("scheduler"), settings,
+                                   None if settings.trigger_function_arn else aws.client("cloudformation"))
+    return ScheduleService(job_service(), service_account_service(), execution_service(), scheduler, settings)

@@ -54,12 +54,20 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
     }
     for logical_id in resources(template, "AWS::DynamoDB::Table"):
         env[table_env_var(logical_id)] = f"{table_prefix}{logical_id}"
-    # Queues and state machines: the names the template's Globals give the functions.
+    # Queues, state machines, schedule groups: the names the template's Globals give the functions.
+    groups = resources(template, "AWS::Scheduler::ScheduleGroup")
     for variable, logical_id in function_references(template).items():
         if logical_id in resources(template, "AWS::SQS::Queue"):
             env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{table_prefix}{logical_id}"
         elif logical_id in state_machines(template):
             env[variable] = f"arn:aws:states:{region}:{MOTO_ACCOUNT_ID}:stateMachine:{table_prefix}{logical_id}"
+        elif logical_id in groups:
+            env[variable] = groups[logical_id]["Name"]
+    for variable, logical_id in function_arn_attributes(template).items():
+        if logical_id in resources(template, "AWS::IAM::Role"):
+            env[variable] = f"arn:aws:iam::{MOTO_ACCOUNT_ID}:role/{table_prefix}{logical_id}"
+    # No Lambda runs here: the local scheduler calls the trigger handler itself for this target.
+    env["RUNNER_TRIGGER_FUNCTION_ARN"] = f"arn:aws:lambda:{region}:{MOTO_ACCOUNT_ID}:function:{table_prefix}ScheduleTrigger"
     return env
 
 
@@ -68,6 +76,13 @@ def function_references(template: dict) -> dict[str, str]:
     variables = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
     return {name: value["Ref"] for name, value in variables.items()
             if isinstance(value, dict) and set(value) == {"Ref"}}
+
+
+def function_arn_attributes(template: dict) -> dict[str, str]:
+    """Environment variable -> logical id, for the functions' variables that are `!GetAtt X.Arn`."""
+    variables = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    return {name: value["Fn::GetAtt"][0] for name, value in variables.items()
+            if isinstance(value, dict) and set(value) == {"Fn::GetAtt"} and value["Fn::GetAtt"][1] == "Arn"}
 
 
 def state_machines(template: dict) -> dict[str, dict]:
@@ -184,7 +199,7 @@ def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple
 
 def provision(client: Callable[[str], Any], region: str, template: dict, settings: Settings,
               state: EmulatorState | None, prefix: str = LOCAL_PREFIX) -> EmulatorState:
-    """Create the template's tables, queues, state machines, KMS key and signing secret in moto."""
+    """Create the template's tables, queues, state machines, schedule groups, KMS key and secret in moto."""
     dynamodb = client("dynamodb")
     for logical_id, properties in resources(template, "AWS::DynamoDB::Table").items():
         dynamodb.create_table(**create_table_request(properties, settings.table(logical_id)))
@@ -193,6 +208,9 @@ def provision(client: Callable[[str], Any], region: str, template: dict, setting
             dynamodb.update_time_to_live(TableName=settings.table(logical_id), TimeToLiveSpecification=ttl)
     _create_queues(client("sqs"), region, prefix, template)
     _create_state_machines(client("stepfunctions"), prefix, template)
+    scheduler = client("scheduler")
+    for properties in resources(template, "AWS::Scheduler::ScheduleGroup").values():
+        scheduler.create_schedule_group(Name=properties["Name"])
     kms_key_id = _create_key(client("kms"), region, template, state)
     signing_key = state.signing_key if state else secrets.token_urlsafe(48)
     secretsmanager = client("secretsmanager")

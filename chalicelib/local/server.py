@@ -18,6 +18,7 @@ from chalicelib.config import get_settings, reset_settings
 from chalicelib.local.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
 from chalicelib.local.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, tune_gc
 from chalicelib.local.gateway import RunnerRequestHandler
+from chalicelib.local.scheduler import LocalScheduler
 from chalicelib.local.workers import DEFAULT_WORKERS, WorkerPool
 from chalicelib.local.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
@@ -92,6 +93,7 @@ class LocalRunner:
         self.accounts = accounts
         self.emulator: EmulatorProcess | None = None
         self.workers: WorkerPool | None = None
+        self.scheduler: LocalScheduler | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -151,8 +153,20 @@ class LocalRunner:
                                   {name: value for name, value in os.environ.items()
                                    if name.startswith(("AWS_", "RUNNER_"))})
         self.workers.start()
+        self._start_scheduler(settings)
         tune_gc()
         return self.local_json
+
+    def _start_scheduler(self, settings) -> None:
+        """Schedules live in the tables; the emulator's Scheduler starts empty: fill it, then fire it."""
+        from app import schedule_trigger
+
+        outcome = services.schedule_service().reconcile()
+        if outcome["applied"]:
+            logger.info("restored %d schedules (%d missed while stopped)", outcome["applied"], outcome["missed"])
+        self.scheduler = LocalScheduler(aws.client("scheduler"), settings.schedule_group,
+                                        settings.trigger_function_arn, lambda event: schedule_trigger(event, None))
+        self.scheduler.start()
 
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
@@ -179,6 +193,8 @@ class LocalRunner:
         self._stop.set()
         if self.server is not None:
             self.server.server.server_close()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.emulator is not None and self.emulator_state is not None:
