@@ -12,6 +12,7 @@ import json
 import logging
 import statistics
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ class LocalScheduler:
         self._thread = threading.Thread(target=self._run, name="local-scheduler", daemon=True)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="schedule-fire")
         self.lateness: list[float] = []  # seconds from fire time to invocation
+        self.durations: list[float] = []  # seconds the trigger took
 
     def start(self) -> None:
         self._thread.start()
@@ -73,8 +75,9 @@ class LocalScheduler:
         self._thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self.lateness:
-            logger.info("local scheduler: %d fires, lateness median %.3f s, max %.3f s", len(self.lateness),
-                        statistics.median(self.lateness), max(self.lateness))
+            logger.info("local scheduler: %d fires, lateness median %.3f s, max %.3f s; trigger median %.3f s, "
+                        "max %.3f s", len(self.lateness), statistics.median(self.lateness), max(self.lateness),
+                        statistics.median(self.durations or [0]), max(self.durations or [0]))
 
     # --- the tick ---------------------------------------------------------------------------
 
@@ -159,7 +162,9 @@ class LocalScheduler:
             if delay and self._stop.wait(delay):
                 return
             try:
+                began = time.perf_counter()
                 self._invoke(json.loads(text.replace("<aws.scheduler.attempt-number>", str(attempt + 1))))
+                self.durations.append(time.perf_counter() - began)
                 return
             except Exception:  # noqa: BLE001 - Lambda would retry an invocation that raised
                 logger.exception("schedule %s: the trigger failed (attempt %d)", entry.name, attempt + 1)
