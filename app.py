@@ -8,7 +8,9 @@ from pathlib import Path
 import yaml
 from chalice import AuthResponse, Chalice, Rate, Response
 
-from chalicelib import services, users
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+from chalicelib import services, users, webhooks
 from chalicelib.config import get_settings
 from chalicelib.errors import AuthorizerDenied, Unauthenticated
 from chalicelib.http import (
@@ -233,3 +235,30 @@ def schedule_trigger(event, context):
 def schedule_reconciler(event):
     """Hourly: make Scheduler match the stored schedules (repairs what a crash left halfway)."""
     return services.schedule_service().reconcile()
+
+
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/deliveries", "GET")
+def execution_deliveries(accountAlias, jobId, executionId):
+    services.execution_service().get(accountAlias, jobId, executionId)  # 404 unless it is the account's
+    return {"executionId": executionId, "results": webhooks.list_deliveries(executionId)}
+
+
+@route("/webhookSecret/{accountAlias}", "GET")
+def get_webhook_secret(accountAlias):
+    return {"accountAlias": accountAlias, "webhookSecret": services.webhook_secrets().get(accountAlias)}
+
+
+@route("/webhookSecret/{accountAlias}", "POST")
+def rotate_webhook_secret(accountAlias):
+    return {"accountAlias": accountAlias, "webhookSecret": services.webhook_secrets().rotate(accountAlias)}
+
+
+@app.on_sqs_message(queue="runner-callbacks", batch_size=10, name="callback_sender")
+def callback_sender(event):
+    """The callback queue: status changes become notices, deliveries are POSTed (partial failures reported)."""
+    return process_partial_response(event=event.to_dict(), record_handler=_send_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
+
+
+def _send_record(record):
+    services.sender().handle(json.loads(record.body))

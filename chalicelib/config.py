@@ -10,7 +10,7 @@ from functools import lru_cache
 # environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
 # template sets on every function and local mode sets for itself.
 TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable",
-                     "SchedulesTable", "ServiceAccountsTable")
+                     "SchedulesTable", "ServiceAccountsTable", "DeliveriesTable")
 
 DEFAULT_TOKEN_TTL_SECONDS = 14 * 24 * 3600
 
@@ -67,6 +67,13 @@ class Settings:
     trigger_function_arn: str = ""
     stack_name: str = ""
     max_schedules_per_job: int = 25
+    callback_queue_url: str = ""
+    callback_dead_letter_queue_url: str = ""
+    # A failed delivery is retried after base, 2 x base, 4 x base ... (at most 15 min, with jitter)
+    # until this long after its first try; then it goes to the dead-letter queue.
+    callback_retry_base_seconds: int = 2
+    callback_retry_window_seconds: int = 3600
+    callback_timeout_seconds: int = 5
 
     def table(self, logical_id: str) -> str:
         """Physical name of a table of the template."""
@@ -102,6 +109,11 @@ class Settings:
             trigger_function_arn=env.get("RUNNER_TRIGGER_FUNCTION_ARN", ""),
             stack_name=env.get("RUNNER_STACK_NAME", ""),
             max_schedules_per_job=_int_env(env, "RUNNER_MAX_SCHEDULES_PER_JOB", 25),
+            callback_queue_url=env.get("RUNNER_CALLBACK_QUEUE_URL", ""),
+            callback_dead_letter_queue_url=env.get("RUNNER_CALLBACK_DEAD_LETTER_QUEUE_URL", ""),
+            callback_retry_base_seconds=_int_env(env, "RUNNER_CALLBACK_RETRY_BASE_SECONDS", 2),
+            callback_retry_window_seconds=_int_env(env, "RUNNER_CALLBACK_RETRY_WINDOW_SECONDS", 3600),
+            callback_timeout_seconds=_int_env(env, "RUNNER_CALLBACK_TIMEOUT_SECONDS", 5),
         )
 
 

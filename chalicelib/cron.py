@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 MAX_EXPRESSION = 256  # EventBridge Scheduler's limit on a schedule expression
-# The longest gap between two fires of a valid expression: Feb 29 skips 2100 (2096 -> 2104).
+# The longest gap between two fires of a Unix expression: Feb 29 skips 2100 (2096 -> 2104).
 HORIZON = timedelta(days=366 * 8)
 
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -44,6 +44,8 @@ class CronError(ValueError):
 
 @dataclass(frozen=True)
 class _Field:
+    """The bounds and names of one cron field."""
+
     name: str
     low: int
     high: int  # the highest value a `*` or `N/STEP` reaches
@@ -216,7 +218,10 @@ def _dom_fires(days: frozenset[int], months: frozenset[int]) -> bool:
 
 
 def to_aws(cron: UnixCron) -> list[str]:
-    """The EventBridge Scheduler cron expressions whose fire times together are the cron's."""
+    """The EventBridge Scheduler cron expressions whose fire times together are the cron's.
+
+    Raises CronError when the cron ANDs two restricted day fields (parse_unix refuses those).
+    """
     head = f"{_aws_list(cron.minutes, MINUTE)} {_aws_list(cron.hours, HOUR)}"
     month = _aws_list(cron.months, MONTH)
     dom, dow = _day_sets(cron)
@@ -314,7 +319,10 @@ def _parse_aws(expression: str) -> _AwsCron | datetime:
     """An AWS cron expression, or the naive wall-clock datetime of an at() expression."""
     at = _AWS_AT.fullmatch(expression)
     if at:
-        return datetime.fromisoformat(at[1])
+        try:
+            return datetime.fromisoformat(at[1])
+        except ValueError as exc:
+            raise CronError(f"'{expression}' is not a valid date and time.") from exc
     cron = _AWS_CRON.fullmatch(expression)
     fields = cron[1].split() if cron else []
     if len(fields) != 6:

@@ -11,6 +11,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import models, states
+from chalicelib.callbacks import Notifier
 from chalicelib.config import Settings
 from chalicelib.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.jobs import JobService, now_ms
@@ -114,11 +115,17 @@ def render_event(event: ExecutionEvent) -> dict:
 class ExecutionService:
     """Starts executions through Step Functions and answers their state."""
 
-    def __init__(self, jobs: JobService, kms: Any, stepfunctions: Any, settings: Settings) -> None:
+    def __init__(self, jobs: JobService, kms: Any, stepfunctions: Any, settings: Settings,
+                 notifier: Notifier | None = None) -> None:
         self._jobs = jobs
         self._kms = kms
         self._sfn = stepfunctions
         self._settings = settings
+        self._notifier = notifier
+
+    def _notify(self, execution: Execution, status: str) -> None:
+        if self._notifier is not None:
+            self._notifier.status_changed(execution, status)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -211,7 +218,7 @@ class ExecutionService:
         execution = Execution(
             job_id, execution_id, account_alias=account, created_time=now, status=states.PENDING,
             attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
-            scheduled_time=scheduled_time,
+            scheduled_time=scheduled_time, callbacks=json.dumps(spec["callbacks"]) if spec.get("callbacks") else None,
             sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now)
         try:
             execution.save(condition=Execution.execution_id.does_not_exist())
@@ -219,6 +226,7 @@ class ExecutionService:
             if chosen and exc.cause_response_code == "ConditionalCheckFailedException":
                 raise DuplicateExecution(f"execution {execution_id} exists already") from None
             raise Conflict("execution id collision; retry") from exc
+        self._notify(execution, states.PENDING)
         self._dispatch(execution, spec.get("executionTtl"))
         return render_execution(execution)
 
@@ -245,6 +253,7 @@ class ExecutionService:
             if exc.cause_response_code == "ConditionalCheckFailedException":
                 raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from None
             raise
+        self._notify(execution, states.PENDING)
         self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
         return render_execution(execution)
 
@@ -268,6 +277,7 @@ class ExecutionService:
             "attempt": attempt,
             "attemptText": str(attempt),
             "executionsTable": settings.table("ExecutionsTable"),
+            "callbackQueueUrl": settings.callback_queue_url,
         }
         workflow_input = dict(
             common, queueUrl=settings.run_queue_url, accountsTable=settings.table("AccountsTable"),
@@ -356,6 +366,7 @@ class ExecutionService:
     def _control_input(self, execution: Execution, action: str, seconds: int, escalation: str) -> dict:
         return {"jobId": execution.job_id, "executionId": execution.execution_id,
                 "attempt": int(execution.attempt), "executionsTable": self._settings.table("ExecutionsTable"),
+                "callbackQueueUrl": self._settings.callback_queue_url,
                 "action": action, "expirySeconds": seconds if action == "stop" else 0,
                 "killWindowSeconds": seconds if action == "kill" else self._settings.kill_window_seconds,
                 "escalationReason": escalation}
@@ -370,6 +381,7 @@ class ExecutionService:
             if exc.cause_response_code == "ConditionalCheckFailedException":
                 raise StatusRaced(f"execution {execution.execution_id} changed while becoming {target}") from None
             raise
+        self._notify(execution, target)
 
     def _end_pending(self, execution: Execution, target: str, reason: str) -> dict:
         """A PENDING execution ends without running anything (its queued message will find it ended)."""

@@ -44,6 +44,8 @@ class Account(Model):
     running_count = NumberAttribute(attr_name="runningCount", null=True)
     # At most this many executions run at once; None: the service's default.
     max_concurrent = NumberAttribute(attr_name="maxConcurrent", null=True)
+    # The HMAC key that signs the account's webhooks, sealed by KMS (JSON envelope).
+    webhook_secret = UnicodeAttribute(attr_name="webhookSecret", null=True)
 
 
 class JobsByCreatedTime(LocalSecondaryIndex):
@@ -113,6 +115,9 @@ class Execution(Model):
     started_by = UnicodeAttribute(null=True, attr_name="startedBy")
     # The fire time of the schedule that started it (epoch ms); null for a start by a user.
     scheduled_time = NumberAttribute(null=True, attr_name="scheduledTime")
+    # The job's callbacks when the execution started (JSON), and the last callback seq handed out.
+    callbacks = UnicodeAttribute(null=True)
+    notify_seq = NumberAttribute(null=True, attr_name="notifySeq")
     task_token = UnicodeAttribute(null=True, attr_name="taskToken")
     stats = UnicodeAttribute(null=True)  # JSON: per-host ok/changed/failed/unreachable/skipped
     rc = NumberAttribute(null=True)
@@ -182,10 +187,31 @@ class Schedule(Model):
     last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
 
 
+class Delivery(Model):
+    """One webhook delivery (a notice for one callback URL), or a URL that answered 410 Gone."""
+
+    class Meta:
+        table_name = "runner-deliveries"
+
+    execution_id = UnicodeAttribute(hash_key=True, attr_name="executionId")
+    delivery_id = UnicodeAttribute(range_key=True, attr_name="deliveryId")
+    url = UnicodeAttribute()
+    level = UnicodeAttribute(null=True)
+    seq = NumberAttribute(null=True)
+    type = UnicodeAttribute(null=True)
+    state = UnicodeAttribute()  # PENDING | DELIVERED | RETRYING | FAILED | GONE | SKIPPED
+    status_code = NumberAttribute(null=True, attr_name="statusCode")
+    tries = NumberAttribute(default=0)
+    last_error = UnicodeAttribute(null=True, attr_name="lastError")
+    first_try_time = NumberAttribute(null=True, attr_name="firstTryTime")
+    last_try_time = NumberAttribute(null=True, attr_name="lastTryTime")
+    expires_at = NumberAttribute(null=True, attr_name="expiresAt")
+
+
 # Model class -> logical id of its table in infra/template.yaml.
 MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable",
           Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
-          Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable"}
+          Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable"}
 
 _bound: dict = {"settings": None, "connection": None}
 _lock = threading.Lock()

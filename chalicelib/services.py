@@ -29,6 +29,9 @@ def reset() -> None:
     execution_service.cache_clear()
     service_account_service.cache_clear()
     schedule_service.cache_clear()
+    notifier.cache_clear()
+    webhook_secrets.cache_clear()
+    sender.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +39,7 @@ def execution_service():
     """The Executions service bound to this process's settings."""
     from chalicelib.executions import ExecutionService
 
-    return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings())
+    return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings(), notifier())
 
 
 @lru_cache(maxsize=1)
@@ -57,3 +60,27 @@ def schedule_service():
     scheduler = SchedulerSchedules(aws.client("scheduler"), settings,
                                    None if settings.trigger_function_arn else aws.client("cloudformation"))
     return ScheduleService(job_service(), service_account_service(), execution_service(), scheduler, settings)
+
+
+@lru_cache(maxsize=1)
+def notifier():
+    """Puts callback notices on the callback queue."""
+    from chalicelib.callbacks import Notifier
+
+    return Notifier(aws.client("sqs"), get_settings().callback_queue_url)
+
+
+@lru_cache(maxsize=1)
+def webhook_secrets():
+    """The accounts' webhook signing secrets."""
+    from chalicelib.webhooks import WebhookSecrets
+
+    return WebhookSecrets(aws.client("kms"), get_settings().kms_key_id)
+
+
+@lru_cache(maxsize=1)
+def sender():
+    """The callback queue's handler."""
+    from chalicelib.webhooks import Sender
+
+    return Sender(get_settings(), notifier(), aws.client("sqs"), webhook_secrets())

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib import aws
 from chalicelib.config import get_settings
-from chalicelib.services import execution_service, job_service
+from chalicelib.services import execution_service, job_service, notifier
 from runner_lambda.processes import become_subreaper
 from runner_lambda.worker import Attempt, Dependencies, RunMessage
 
@@ -21,7 +21,7 @@ logger = logging.getLogger("runner.worker")
 def dependencies() -> Dependencies:
     """The worker's clients, built on first use."""
     return Dependencies(settings=get_settings(), jobs=job_service(), executions=execution_service(),
-                        stepfunctions=aws.client("stepfunctions"))
+                        stepfunctions=aws.client("stepfunctions"), notifier=notifier())
 
 
 _context: dict = {"lambda": None}

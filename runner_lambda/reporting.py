@@ -5,7 +5,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
@@ -132,7 +132,8 @@ class EventSink:
     """Buffers ansible-runner events and writes them in batches from a thread of its own."""
 
     def __init__(self, execution_id: str, attempt: int, mask: Masker, retention_days: int,
-                 flush_seconds: float = 0.25) -> None:
+                 flush_seconds: float = 0.25, on_flush: Callable[[list[ExecutionEvent]], None] | None = None) -> None:
+        self._on_flush = on_flush
         self._execution_id = execution_id
         self._attempt = attempt
         self._mask = mask
@@ -191,6 +192,9 @@ class EventSink:
                     writer.save(item)
         except Exception:  # noqa: BLE001 - events are best effort; the status is what must land
             logger.exception("could not write %d events of execution %s", len(batch), self._execution_id)
+            return
+        if self._on_flush is not None:
+            self._on_flush(batch)
 
     def close(self) -> None:
         """Write everything left and stop the thread."""

@@ -13,7 +13,9 @@ from chalicelib.config import Settings
 from chalicelib.executions import RUN_KEY_DEFAULT, ExecutionService, run_key_path
 from chalicelib.jobs import JobService
 from chalicelib.jobspec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
-from chalicelib.models import Execution, Job
+from chalicelib.callbacks import Notifier
+from chalicelib.executions import render_event
+from chalicelib.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
 from runner_lambda.reporting import KEEP, EventSink, Heartbeat, Masker, claim, finish, mark_running, report_result
@@ -49,6 +51,7 @@ class Dependencies:
     jobs: JobService
     executions: ExecutionService
     stepfunctions: Any
+    notifier: Notifier | None = None
 
 
 def worker_name() -> str:
@@ -81,6 +84,7 @@ class Attempt:
         if execution is None:
             self._close_if_ended()
             return "duplicate"
+        self._notify(execution, states.INITIALIZING)
         heartbeat = Heartbeat(self.deps.stepfunctions, message.task_token,
                               max(1.0, self.deps.settings.heartbeat_seconds / 4)).start()
         status = states.FAILURE
@@ -92,7 +96,7 @@ class Attempt:
                 status = self._run_claimed(execution, workspace, supervisor)
             except Exception:
                 logger.exception("attempt %d of execution %s failed in the worker", message.attempt, message.execution_id)
-                finish(execution, states.FAILURE, reason="the worker failed unexpectedly; see the service logs")
+                self._finish(execution, states.FAILURE, reason="the worker failed unexpectedly; see the service logs")
             finally:
                 supervisor.stop()
                 kill_tree(supervisor.run_id)  # nothing of the run outlives it
@@ -100,6 +104,21 @@ class Attempt:
                 report_result(self.deps.stepfunctions, message.task_token,
                               {"executionId": message.execution_id, "attempt": message.attempt, "status": status})
         return status
+
+    def _notify(self, execution: Execution, status: str) -> None:
+        if self.deps.notifier is not None:
+            self.deps.notifier.status_changed(execution, status)
+
+    def _notify_events(self, execution: Execution, batch: list[ExecutionEvent]) -> None:
+        if self.deps.notifier is not None:
+            self.deps.notifier.events(execution, states.RUNNING, [render_event(event) for event in batch])
+
+    def _finish(self, execution: Execution, status: str, **details: Any) -> bool:
+        """Record the final status (see reporting.finish) and notice it."""
+        done = finish(execution, status, **details)
+        if done:
+            self._notify(execution, status)
+        return done
 
     def _close_if_ended(self) -> None:
         """A message for an attempt that ended without running (stopped while PENDING): end its task."""
@@ -118,10 +137,10 @@ class Attempt:
         if supervisor.over.is_set():
             return supervisor.status
         if supervisor.killed.is_set():
-            finish(execution, states.KILLED, reason=KEEP)
+            self._finish(execution, states.KILLED, reason=KEEP)
             return states.KILLED
         if supervisor.stop_requested.is_set():
-            finish(execution, states.STOPPED, reason=KEEP)
+            self._finish(execution, states.STOPPED, reason=KEEP)
             return states.STOPPED
         return None
 
@@ -142,12 +161,14 @@ class Attempt:
             playbook = workspace.playbook(repository["defaultPlaybook"])
             run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook, supervisor)
         except (CheckoutError, WorkspaceError) as exc:
-            if finish(execution, states.INIT_FAILURE, reason=self.masker(str(exc))):
+            if self._finish(execution, states.INIT_FAILURE, reason=self.masker(str(exc))):
                 return states.INIT_FAILURE
             return self._ended_before_running(execution, supervisor) or states.INIT_FAILURE
         if not mark_running(execution, repository_log, commit):
             return self._ended_before_running(execution, supervisor) or execution.status
-        sink = EventSink(message.execution_id, message.attempt, self.masker, self.deps.settings.event_retention_days)
+        self._notify(execution, states.RUNNING)
+        sink = EventSink(message.execution_id, message.attempt, self.masker, self.deps.settings.event_retention_days,
+                         on_flush=lambda batch: self._notify_events(execution, batch))
         try:
             result = run_playbook(run, sink.add, supervisor.should_cancel)
         finally:
@@ -156,14 +177,14 @@ class Attempt:
             return supervisor.status  # recorded by whoever ended the attempt; our result is late
         details = {"failed_hosts": result.failed_hosts, "stats": result.stats, "rc": result.rc}
         if supervisor.killed.is_set():
-            finish(execution, states.KILLED, reason=KEEP, **details)
+            self._finish(execution, states.KILLED, reason=KEEP, **details)
             return states.KILLED
         if supervisor.stop_requested.is_set():
-            finish(execution, states.STOPPED, reason=KEEP, **details)
+            self._finish(execution, states.STOPPED, reason=KEEP, **details)
             return states.STOPPED
         status = states.SUCCESS if result.succeeded else states.FAILURE
         reason = None if result.succeeded else f"ansible-playbook ended {result.status} (rc {result.rc})"
-        if not finish(execution, status, reason=reason, **details):
+        if not self._finish(execution, status, reason=reason, **details):
             return self._ended_before_running(execution, supervisor) or status
         return status
 

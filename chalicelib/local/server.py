@@ -18,6 +18,7 @@ from chalicelib.config import get_settings, reset_settings
 from chalicelib.local.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
 from chalicelib.local.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, tune_gc
 from chalicelib.local.gateway import RunnerRequestHandler
+from chalicelib.local.queue_poller import QueuePoller
 from chalicelib.local.scheduler import LocalScheduler
 from chalicelib.local.workers import DEFAULT_WORKERS, WorkerPool
 from chalicelib.local.snapshot import (
@@ -94,6 +95,7 @@ class LocalRunner:
         self.emulator: EmulatorProcess | None = None
         self.workers: WorkerPool | None = None
         self.scheduler: LocalScheduler | None = None
+        self.callbacks: QueuePoller | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -154,6 +156,7 @@ class LocalRunner:
                                    if name.startswith(("AWS_", "RUNNER_"))})
         self.workers.start()
         self._start_scheduler(settings)
+        self._start_callbacks(settings)
         tune_gc()
         return self.local_json
 
@@ -167,6 +170,13 @@ class LocalRunner:
         self.scheduler = LocalScheduler(aws.client("scheduler"), settings.schedule_group,
                                         settings.trigger_function_arn, lambda event: schedule_trigger(event, None))
         self.scheduler.start()
+
+    def _start_callbacks(self, settings) -> None:
+        """The callback sender, fed by the callback queue as Lambda would feed it."""
+        from app import callback_sender
+
+        self.callbacks = QueuePoller(aws.client("sqs"), settings.callback_queue_url, callback_sender, settings.region)
+        self.callbacks.start()
 
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
@@ -195,6 +205,8 @@ class LocalRunner:
             self.server.server.server_close()
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.callbacks is not None:
+            self.callbacks.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.emulator is not None and self.emulator_state is not None:

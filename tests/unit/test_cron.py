@@ -346,7 +346,8 @@ def test_aws_syntax_with_steps_names_and_years():
 
 @pytest.mark.parametrize("expression", [
     "cron(0 9 * * * *)", "cron(0 9 ? * ? *)", "cron(0 9 L * ? *)", "cron(0 9 ? * 2#1 *)",
-    "cron(0 9 * *)", "rate(5 minutes)", "at(2027-05-01 12:00:00)", "cron(? 9 * * ? *)",
+    "cron(0 9 * *)", "rate(5 minutes)", "at(2027-05-01 12:00:00)", "at(2027-02-30T12:00:00)",
+    "cron(? 9 * * ? *)", "cron(0 9 ? * FRI-MON *)",
 ])
 def test_unsupported_aws_expressions_are_refused(expression):
     with pytest.raises(CronError):

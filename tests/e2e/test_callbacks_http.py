@@ -1,0 +1,194 @@
+"""Callbacks end to end: real runs in local mode, a real HTTP receiver on loopback, signed POSTs."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import statistics
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.realparts import make_repo
+from tests.e2e.test_executions_http import wait_final
+from tests.keyfactory import b64_key
+
+PLAYBOOK = """- hosts: all
+  gather_facts: false
+  tasks:
+    - name: first step
+      debug:
+        msg: "step one on {{ inventory_hostname }}"
+    - name: fail on the chosen host
+      fail:
+        msg: chosen to fail
+      when: inventory_hostname == (fail_on | default(''))
+    - name: last step
+      debug:
+        msg: "step two on {{ inventory_hostname }}"
+"""
+
+
+class Receiver:
+    """A webhook receiver: records every POST; `fail_first[path] = n` answers 500 n times first."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.fail_first: dict[str, int] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    left = receiver.fail_first.get(self.path, 0)
+                    if left:
+                        receiver.fail_first[self.path] = left - 1
+                    else:
+                        receiver.received.append({"path": self.path, "headers": dict(self.headers), "raw": raw,
+                                                  "at": time.time()})
+                self.send_response(500 if left else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def bodies(self, path: str) -> list[dict]:
+        """Received payloads of a path, de-duplicated by deliveryId, in seq order."""
+        with self.lock:
+            found = {json.loads(item["raw"])["deliveryId"]: json.loads(item["raw"])
+                     for item in self.received if item["path"] == path}
+        return sorted(found.values(), key=lambda body: body["seq"])
+
+    def wait_for(self, path: str, predicate, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            bodies = self.bodies(path)
+            if predicate(bodies):
+                return bodies
+            time.sleep(0.1)
+        raise AssertionError(f"{path}: condition not met; got {[(b['type'], b['status']) for b in self.bodies(path)]}")
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    made = Receiver()
+    yield made
+    made.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("callbacks-repo") / "playbooks"
+    make_repo(path, {"site.yml": PLAYBOOK})
+    return path
+
+
+def final(status: str):
+    return lambda bodies: any(body["type"] == "status" and body["status"] == status for body in bodies)
+
+
+def run_with_callbacks(service, repo, callbacks: list[dict], **extra) -> tuple[dict, dict]:
+    api = service.client("DEMO")
+    body = {"repository": {"url": f"file://{repo}", "defaultPlaybook": "site.yml"},
+            "hosts": [{"id": "web1", "hostVars": {"ansible_connection": "local"}},
+                      {"id": "web2", "hostVars": {"ansible_connection": "local"}}],
+            "callbacks": callbacks, **extra}
+    job = api.post("/jobs/DEMO", json=body).json()[0]
+    started = api.post(f"/jobs/DEMO/{job['id']}/start", json={})
+    assert started.status_code == 201, started.text
+    return job, wait_final(api, started.json())
+
+
+def verify(secret: str, raw: bytes, header: str) -> bool:
+    """What a receiver does with X-Runner-Signature."""
+    expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header)
+
+
+def test_debug_gets_every_event_and_status_signed_and_in_an_order_that_rebuilds_the_log(service, repo, receiver):
+    canary = b64_key()  # a job secret: must appear in no payload
+    job, done = run_with_callbacks(service, repo, [{"url": f"{receiver.url}/debug", "level": "DEBUG"}],
+                                   sshPrivateKey=canary)
+    assert done["status"] == "SUCCESS", done
+    bodies = receiver.wait_for("/debug", final("SUCCESS"))
+    api = service.client("DEMO")
+    path = f"/jobs/DEMO/{job['id']}/executions/{done['execution_id']}"
+    events = api.get(f"{path}/events", params={"size": 1000}).json()["results"]
+    received_events = [body["event"] for body in bodies if body["type"] == "event"]
+    assert [event["seq"] for event in received_events] == [event["seq"] for event in events]
+    log_lines = api.get(f"{path}/log").text.splitlines()[1:-1]  # without the attempt and outcome lines
+    rebuilt = "\n".join(event["stdout"] for event in received_events if event["stdout"]).splitlines()
+    assert rebuilt == log_lines
+    statuses = [body["status"] for body in bodies if body["type"] == "status"]
+    assert statuses == ["PENDING", "INITIALIZING", "RUNNING", "SUCCESS"]
+    assert len({body["seq"] for body in bodies}) == len(bodies)
+    secret = api.get("/webhookSecret/DEMO").json()["webhookSecret"]
+    with receiver.lock:
+        raw = [item for item in receiver.received if item["path"] == "/debug"]
+    assert all(verify(secret, item["raw"], item["headers"]["X-Runner-Signature"]) for item in raw)
+    assert all(item["headers"]["X-Runner-Delivery"] == json.loads(item["raw"])["deliveryId"] for item in raw)
+    assert not verify(secret, raw[0]["raw"].replace(b"SUCCESS", b"FAILURE").replace(b'"seq":', b'"seq": '),
+                      raw[0]["headers"]["X-Runner-Signature"])
+    everything = b"".join(item["raw"] for item in raw)
+    assert canary.encode() not in everything
+    result = [body for body in bodies if body["status"] == "SUCCESS"][0]
+    for field in ("deliveryId", "accountAlias", "jobId", "executionId", "attempt", "seq", "level", "type",
+                  "status", "event", "timestamp"):
+        assert field in result
+    # Latency from the ansible-runner event's creation to its receipt (same host, same clock).
+    with receiver.lock:
+        receipts = {json.loads(item["raw"])["deliveryId"]: item["at"] for item in raw}
+    latency = sorted(receipts[body["deliveryId"]] - datetime.fromisoformat(body["event"]["created"]).timestamp()
+                     for body in bodies if body["type"] == "event" and body["event"].get("created"))
+    print(f"\ncallback latency (event created -> received): median {statistics.median(latency):.3f} s, "
+          f"p99 {latency[min(len(latency) - 1, int(len(latency) * 0.99))]:.3f} s over {len(latency)} events")
+    assert statistics.median(latency) < 5
+
+
+def test_error_gets_the_failing_hosts_event_and_the_failure_only(service, repo, receiver):
+    _, done = run_with_callbacks(service, repo, [{"url": f"{receiver.url}/error", "level": "ERROR"}],
+                                 properties={"fail_on": "web2"})
+    assert done["status"] == "FAILURE"
+    bodies = receiver.wait_for("/error", final("FAILURE"))
+    kinds = [body["event"]["event"] if body["type"] == "event" else body["status"] for body in bodies]
+    assert "runner_on_failed" in kinds and kinds[-1] == "FAILURE"
+    assert "runner_on_ok" not in kinds
+    assert all(body["event"]["host"] == "web2" for body in bodies if body["type"] == "event")
+
+
+def test_result_gets_one_post_with_the_final_status_and_stats(service, repo, receiver):
+    _, done = run_with_callbacks(service, repo, [{"url": f"{receiver.url}/result", "level": "RESULT"}])
+    bodies = receiver.wait_for("/result", final("SUCCESS"))
+    time.sleep(1)
+    assert len(receiver.bodies("/result")) == 1
+    result = bodies[0]["result"]
+    assert result["status"] == "SUCCESS" and result["failed_hosts"] == []
+    assert result["stats"]["web1"]["ok"] >= 2 and result["stats"]["web2"]["failed"] == 0
+    assert result["timers"][0]["start"] and result["timers"][0]["end"]
+
+
+def test_a_receiver_failing_twice_gets_everything_once_after_deduplication(service, repo, receiver):
+    receiver.fail_first["/flaky"] = 2
+    job, done = run_with_callbacks(service, repo, [{"url": f"{receiver.url}/flaky", "level": "DEBUG"}])
+    bodies = receiver.wait_for("/flaky", final("SUCCESS"), timeout=90)
+    statuses = [body["status"] for body in bodies if body["type"] == "status"]
+    assert statuses == ["PENDING", "INITIALIZING", "RUNNING", "SUCCESS"]
+    api = service.client("DEMO")
+    events = api.get(f"/jobs/DEMO/{job['id']}/executions/{done['execution_id']}/events",
+                     params={"size": 1000}).json()["results"]
+    assert len([body for body in bodies if body["type"] == "event"]) == len(events)
+    log = api.get(f"/jobs/DEMO/{job['id']}/executions/{done['execution_id']}/deliveries").json()["results"]
+    assert len(log) == len(bodies)
+    assert all(item["state"] == "DELIVERED" for item in log)
+    assert sum(item["tries"] - 1 for item in log) == 2
