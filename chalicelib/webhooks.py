@@ -134,7 +134,7 @@ class Sender:
         self._notifier = notifier
         self._sqs = sqs
         self._secrets = webhook_secrets
-        self._http = urllib3.PoolManager(num_pools=32, retries=False)
+        self._http = urllib3.PoolManager(num_pools=32, maxsize=8, retries=False)
 
     def handle(self, message: dict) -> None:
         """One queue message."""

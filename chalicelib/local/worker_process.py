@@ -53,7 +53,9 @@ def poll_forever(stop: list) -> None:
     sqs = aws.client("sqs")
     queue_url = settings.run_queue_url
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    parent = os.getppid()
+    # Local mode names itself: a worker started just as local mode died would otherwise take its
+    # new parent (init) for local mode and poll forever.
+    parent = int(os.environ.get("RUNNER_PARENT_PID") or os.getppid())
     while not stop:
         if os.getppid() != parent:
             logger.warning("local mode is gone; worker %d exits", os.getpid())

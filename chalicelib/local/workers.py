@@ -20,10 +20,12 @@ def end_orphaned_runs(live_workers: list[int]) -> int:
     On Lambda the whole sandbox goes with the worker; here its playbook would run on, orphaned.
     """
     live = set(live_workers)
+    ours = str(os.getpid())  # runs of another local mode on this machine are not ours to end
     ended = 0
     for process in psutil.process_iter():
         try:
-            if "RUNNER_RUN_ID" not in process.environ():
+            environment = process.environ()
+            if "RUNNER_RUN_ID" not in environment or environment.get("RUNNER_PARENT_PID") != ours:
                 continue
             if live & {parent.pid for parent in process.parents()}:
                 continue
@@ -49,7 +51,8 @@ class WorkerPool:
     def _spawn(self) -> subprocess.Popen:
         # Each worker leads a process group of its own, so that stopping it ends its playbooks too.
         return subprocess.Popen([sys.executable, "-m", "chalicelib.local.worker_process"],
-                                env={**os.environ, **self._environment}, start_new_session=True)
+                                env={**os.environ, **self._environment, "RUNNER_PARENT_PID": str(os.getpid())},
+                                start_new_session=True)
 
     def start(self) -> None:
         """Start the workers and their supervisor."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import os
 import pwd
 import secrets
@@ -734,3 +735,50 @@ def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """A running SshServer accepting only its `client_private_key_*`."""
     with SshServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+class Receiver:
+    """A webhook receiver: records every POST; `fail_first[path] = n` answers 500 n times first."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.fail_first: dict[str, int] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    left = receiver.fail_first.get(self.path, 0)
+                    if left:
+                        receiver.fail_first[self.path] = left - 1
+                    else:
+                        receiver.received.append({"path": self.path, "headers": dict(self.headers), "raw": raw,
+                                                  "at": time.time()})
+                self.send_response(500 if left else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def bodies(self, path: str) -> list[dict]:
+        """Received payloads of a path, de-duplicated by deliveryId, in seq order."""
+        with self.lock:
+            found = {json.loads(item["raw"])["deliveryId"]: json.loads(item["raw"])
+                     for item in self.received if item["path"] == path}
+        return sorted(found.values(), key=lambda body: body["seq"])
+
+    def wait_for(self, path: str, predicate, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            bodies = self.bodies(path)
+            if predicate(bodies):
+                return bodies
+            time.sleep(0.1)
+        raise AssertionError(f"{path}: condition not met; got {[(b['type'], b['status']) for b in self.bodies(path)]}")

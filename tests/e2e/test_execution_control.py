@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import LocalMode, assert_error
-from tests.e2e.realparts import make_repo
+from tests.e2e.realparts import Receiver, make_repo
 
 FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 SLEEPS = """- hosts: all
@@ -35,8 +35,10 @@ LONG = """- hosts: all
       shell: "sleep {{ seconds | default(60) }} & sleep {{ seconds | default(60) }}"
 """
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 1\n"
+# Short enough to see a lost worker quickly, long enough for heartbeats on a busy 2-core machine.
+HEARTBEAT = 10
 CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "6", "RUNNER_KILL_WINDOW_SECONDS": "3",
-               "RUNNER_HEARTBEAT_SECONDS": "6", "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}
+               "RUNNER_HEARTBEAT_SECONDS": str(HEARTBEAT), "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}
 
 
 @pytest.fixture(scope="module")
@@ -175,13 +177,29 @@ def test_stop_with_expiry_escalates_to_a_kill(control, repo):
     assert run.processes() == []
 
 
-def test_ttl_reached_stops_then_kills_after_the_grace(control, repo):
-    run = Run(control.client("DEMO"), repo, "long.yml", executionTtl=5)
-    run.wait_task_started("long sleep", timeout=5)  # well before the deadline, even on a busy machine
+@pytest.fixture(scope="module")
+def receiver():
+    made = Receiver()
+    yield made
+    made.server.shutdown()
+
+
+def status_notices(receiver, path: str, last: str) -> list[str]:
+    bodies = receiver.wait_for(path, lambda found: any(body["status"] == last for body in found), timeout=30)
+    return [body["status"] for body in bodies if body["type"] == "status"]
+
+
+def test_ttl_reached_stops_then_kills_after_the_grace(control, repo, receiver):
+    run = Run(control.client("DEMO"), repo, "long.yml", executionTtl=8,
+              callbacks=[{"url": f"{receiver.url}/ttl", "level": "DEBUG"}])
+    run.wait_task_started("long sleep", timeout=8)  # before the deadline, even on a busy machine
     stopping = run.wait(lambda current: current["status"] in {"STOPPING", *FINAL}, timeout=20)
-    assert stopping["status"] == "STOPPING" and "time-to-live of 5 min reached" in stopping["status_reason"]
+    assert stopping["status"] == "STOPPING" and "time-to-live of 8 min reached" in stopping["status_reason"], (stopping["status_reason"], run.events()[-3:])
     done = run.wait_final(timeout=20)
     assert done["status"] == "KILLED" and "time-to-live" in done["status_reason"]
+    # STOPPING and KILLING are written by the control workflow, which notices them too.
+    assert status_notices(receiver, "/ttl", "KILLED") == ["PENDING", "INITIALIZING", "RUNNING", "STOPPING",
+                                                          "KILLING", "KILLED"]
 
 
 def test_ttl_reached_between_tasks_ends_stopped(control, repo):
@@ -192,8 +210,9 @@ def test_ttl_reached_between_tasks_ends_stopped(control, repo):
     assert "third sleep" not in started
 
 
-def test_a_worker_killed_mid_run_is_failure_worker_lost_and_can_restart(control, repo):
-    run = Run(control.client("DEMO"), repo, "long.yml", properties={"seconds": 8})
+def test_a_worker_killed_mid_run_is_failure_worker_lost_and_can_restart(control, repo, receiver):
+    run = Run(control.client("DEMO"), repo, "long.yml", properties={"seconds": 8},
+              callbacks=[{"url": f"{receiver.url}/lost", "level": "ERROR"}])
     run.wait_task_started("long sleep")
     ansible = run.processes()[0]
     worker = next(parent for parent in ansible.parents() if "chalicelib.local.worker_process" in " ".join(parent.cmdline()))
@@ -201,7 +220,8 @@ def test_a_worker_killed_mid_run_is_failure_worker_lost_and_can_restart(control,
     killed_at = time.time()
     done = run.wait_final(timeout=30)
     assert done["status"] == "FAILURE" and done["status_reason"] == "worker lost"
-    assert time.time() - killed_at < 6 + 10  # the heartbeat window (6 s) and the workflow's reaction
+    assert status_notices(receiver, "/lost", "FAILURE") == ["FAILURE"]  # noticed by the execution workflow
+    assert time.time() - killed_at < HEARTBEAT + 10  # the heartbeat window and the workflow's reaction
     assert run.processes() == []  # local mode ends what the lost worker left running, as Lambda would
     restarted = run.post("restart")
     assert restarted.status_code == 202
@@ -219,7 +239,7 @@ def test_never_more_than_four_run_at_once_and_all_end(control, repo):
         if all(status in FINAL for status in statuses):
             break
         time.sleep(0.05)
-    assert statuses == ["SUCCESS"] * 6, statuses
+    assert statuses == ["SUCCESS"] * 6, [(run.get()["status"], run.get()["status_reason"]) for run in runs]
     assert most <= 4, most
 
 

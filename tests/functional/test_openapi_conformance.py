@@ -147,6 +147,7 @@ def test_delivery_answers_and_callback_payloads_match_the_document(client, repo)
     assert run_attempt(execution) == states.SUCCESS
     stored = Execution.get(job["id"], execution["execution_id"])
     events = events_of(client, job, execution)[:3]
+    assert len(events) == 3
     services.notifier().events(stored, states.RUNNING, events)
     services.notifier().status_changed(stored, states.SUCCESS)
     # WHEN the callback queue is handled (status changes become deliveries, deliveries are tried)
