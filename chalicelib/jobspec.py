@@ -224,7 +224,7 @@ def _hosts(body: dict, secrets: dict[str, str]) -> list[dict]:
 
 
 def validate_callback_url(url: Any, local_mode: bool, field_name: str) -> str:
-    """A webhook URL: HTTPS; plain HTTP only in local mode."""
+    """A webhook URL: HTTPS to a public address; plain HTTP and loopback only in local mode."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidRequest(field_name, "is required: the webhook URL")
     url = url.strip()
@@ -234,6 +234,11 @@ def validate_callback_url(url: Any, local_mode: bool, field_name: str) -> str:
         raise InvalidRequest(field_name, f"{url!r} is not an {' or '.join(allowed)} URL")
     if len(url) > 2048 or any(ch.isspace() for ch in url):
         raise InvalidRequest(field_name, "is not a valid URL")
+    from chalicelib.webhooks import refused_target  # DNS: only for a URL that is otherwise valid
+
+    refused = refused_target(url, local_mode)
+    if refused:
+        raise InvalidRequest(field_name, f"{url!r} may not receive webhooks: {refused}")
     return url
 
 

@@ -71,6 +71,20 @@ def safe_address(url: str, local_mode: bool) -> tuple[str, str, int]:
     raise UnsafeTarget(f"{parts.hostname} resolves to no address webhooks may reach")
 
 
+def refused_target(url: str, local_mode: bool) -> str | None:
+    """Why a callback URL may not be stored (None: it may), judged at job write.
+
+    A name that does not resolve now is accepted: its address is checked again at each send.
+    """
+    try:
+        safe_address(url, local_mode)
+    except UnsafeTarget as exc:
+        if "does not resolve" in str(exc):
+            return None
+        return str(exc)
+    return None
+
+
 @dataclass
 class Outcome:
     """What one POST did."""

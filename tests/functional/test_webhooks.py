@@ -1,0 +1,80 @@
+"""The webhook sender against a real HTTP receiver on loopback: 410 Gone, dead letters, signatures."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from chalicelib import aws, services
+from chalicelib.callbacks import deliveries
+from chalicelib.config import get_settings
+from chalicelib.models import Delivery
+from chalicelib.webhooks import sign
+
+
+@pytest.fixture
+def receiver():
+    """Answers each path with the status its name says (/410, /500, /200); records what it got."""
+    got: list[tuple[str, dict, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            got.append((self.path, dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(int(self.path.strip("/")))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", got
+    server.shutdown()
+
+
+def delivery(url: str, seq: int, **extra) -> dict:
+    notice = {"type": "status", "accountAlias": "DEMO", "jobId": "j", "executionId": "e-1", "attempt": 1,
+              "seq": seq, "status": "FAILURE", "event": None, "timestamp": "2026-11-27T00:00:00.000Z"}
+    message = deliveries(notice, [{"url": url, "level": "ERROR"}])[0]
+    message["delivery"].update(extra)
+    return message
+
+
+def records() -> dict[int, Delivery]:
+    return {int(item.seq): item for item in Delivery.query("e-1") if item.seq is not None}
+
+
+def test_a_signed_post_is_delivered_once(client, receiver):
+    base, got = receiver
+    services.sender().handle(delivery(f"{base}/200", 1))
+    (path, headers, raw), = got
+    secret = client.get("/webhookSecret/DEMO").body["webhookSecret"]
+    assert headers["X-Runner-Signature"] == sign(secret, raw)
+    assert headers["X-Runner-Delivery"] == json.loads(raw)["deliveryId"]
+    assert records()[1].state == "DELIVERED" and records()[1].status_code == 200
+
+
+def test_410_stops_sending_to_that_url_for_the_execution(client, receiver):
+    base, got = receiver
+    services.sender().handle(delivery(f"{base}/410", 1))
+    services.sender().handle(delivery(f"{base}/410", 2))
+    assert len(got) == 1
+    assert (records()[1].state, records()[2].state) == ("GONE", "SKIPPED")
+
+
+def test_a_failure_is_retried_later_then_dead_lettered_when_the_hour_is_over(client, receiver):
+    base, got = receiver
+    sqs = aws.client("sqs")
+    services.sender().handle(delivery(f"{base}/500", 1))
+    assert records()[1].state == "RETRYING" and records()[1].tries == 1
+    requeued = sqs.receive_message(QueueUrl=get_settings().callback_queue_url, WaitTimeSeconds=3)["Messages"]
+    assert json.loads(requeued[0]["Body"])["delivery"]["tries"] == 1
+    an_hour_ago = int(time.time() * 1000) - 3_700_000
+    services.sender().handle(delivery(f"{base}/500", 2, tries=12, firstTry=an_hour_ago))
+    assert records()[2].state == "FAILED" and records()[2].tries == 13
+    dead = sqs.receive_message(QueueUrl=get_settings().callback_dead_letter_queue_url)["Messages"]
+    assert json.loads(dead[0]["Body"])["delivery"]["seq"] == 2

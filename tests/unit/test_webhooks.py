@@ -1,0 +1,87 @@
+"""Callback levels, fan-out, signatures and the address check of webhook URLs (no IO but DNS of literals)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from chalicelib.callbacks import deliveries, wanted
+from chalicelib.webhooks import UnsafeTarget, safe_address, sign
+
+
+def status(value: str) -> dict:
+    return {"type": "status", "status": value, "executionId": "e", "seq": 3, "event": None}
+
+
+def event(name: str) -> dict:
+    return {"type": "event", "status": "RUNNING", "executionId": "e", "seq": 4, "event": {"event": name}}
+
+
+@pytest.mark.parametrize("notice, debug, error, result", [
+    (status("PENDING"), True, False, False),
+    (status("RUNNING"), True, False, False),
+    (status("STOPPING"), True, False, False),
+    (status("SUCCESS"), True, False, True),
+    (status("STOPPED"), True, False, True),
+    (status("FAILURE"), True, True, True),
+    (status("INIT_FAILURE"), True, True, True),
+    (status("KILLED"), True, True, True),
+    (event("runner_on_ok"), True, False, False),
+    (event("runner_on_failed"), True, True, False),
+    (event("runner_on_unreachable"), True, True, False),
+    (event("playbook_on_stats"), True, False, False),
+])
+def test_levels_choose_what_a_callback_receives(notice, debug, error, result):
+    assert (wanted("DEBUG", notice), wanted("ERROR", notice), wanted("RESULT", notice)) == (debug, error, result)
+
+
+def test_a_notice_fans_out_to_the_callbacks_that_want_it_with_stable_delivery_ids():
+    callbacks = [{"url": "https://a.example/hook", "level": "DEBUG"}, {"url": "https://b.example/hook", "level": "RESULT"}]
+    running = deliveries(status("RUNNING"), callbacks)
+    assert [item["delivery"]["url"] for item in running] == ["https://a.example/hook"]
+    done = deliveries(status("FAILURE"), callbacks)
+    assert [item["delivery"]["level"] for item in done] == ["DEBUG", "RESULT"]
+    assert [item["delivery"]["deliveryId"] for item in done] == [item["delivery"]["deliveryId"]
+                                                                  for item in deliveries(status("FAILURE"), callbacks)]
+    assert len({item["delivery"]["deliveryId"] for item in done}) == 2
+
+
+def test_the_signature_is_the_hex_hmac_sha256_of_the_raw_body():
+    body = b'{"seq":1}'
+    assert sign("k3y", body) == "sha256=" + hmac.new(b"k3y", body, hashlib.sha256).hexdigest()
+    assert sign("k3y", body) != sign("k3y", body + b" ")
+    assert sign("k3y", body) != sign("other", body)
+
+
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1/hook", "https://localhost/hook", "https://10.1.2.3/hook", "https://192.168.0.10/hook",
+    "https://172.16.5.5/hook", "https://169.254.169.254/latest/meta-data", "https://[::1]/hook",
+    "https://[fd00:ec2::254]/hook", "https://0.0.0.0/hook", "http://93.184.216.34/hook",
+])
+def test_on_aws_private_loopback_metadata_and_plain_http_targets_are_refused(url):
+    with pytest.raises(UnsafeTarget):
+        safe_address(url, local_mode=False)
+
+
+def test_on_aws_a_public_https_address_is_used_as_resolved():
+    assert safe_address("https://93.184.216.34:8443/hook", local_mode=False) == ("https", "93.184.216.34", 8443)
+
+
+def test_local_mode_allows_loopback_over_http_but_never_metadata():
+    assert safe_address("http://127.0.0.1:9000/x", local_mode=True) == ("http", "127.0.0.1", 9000)
+    with pytest.raises(UnsafeTarget):
+        safe_address("http://169.254.169.254/latest", local_mode=True)
+    with pytest.raises(UnsafeTarget):
+        safe_address("ftp://127.0.0.1/x", local_mode=True)
+
+
+@pytest.mark.parametrize("url", ["https://10.0.0.5/hook", "https://localhost/hook", "https://169.254.169.254/x"])
+def test_a_job_cannot_name_a_private_callback_target_on_aws(url):
+    from chalicelib.errors import InvalidRequest
+    from chalicelib.jobspec import validate_callback_url
+
+    with pytest.raises(InvalidRequest) as raised:
+        validate_callback_url(url, local_mode=False, field_name="callbacks[0].url")
+    assert raised.value.field == "callbacks[0].url"
+    assert validate_callback_url("https://hooks.invalid/runner", local_mode=False, field_name="x")  # checked at send
