@@ -253,7 +253,10 @@ def rotate_webhook_secret(accountAlias):
     return {"accountAlias": accountAlias, "webhookSecret": services.webhook_secrets().rotate(accountAlias)}
 
 
-@app.on_sqs_message(queue="runner-callbacks", batch_size=10, name="callback_sender")
+# Batch size 1 on AWS: Chalice cannot turn on ReportBatchItemFailures for the mapping, and without
+# it a partial failure would delete the failed messages. Local mode polls ten at a time and honours
+# the partial response.
+@app.on_sqs_message(queue="runner-callbacks", batch_size=1, name="callback_sender")
 def callback_sender(event):
     """The callback queue: status changes become notices, deliveries are POSTed (partial failures reported)."""
     return process_partial_response(event=event.to_dict(), record_handler=_send_record,

@@ -382,6 +382,21 @@ class LocalMode:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
+def on_local_mode(startup_timeout: float, work: Callable[[dict], Any]) -> tuple[int, Any]:
+    """Start local mode, answer (0, work(local.json)) and stop it; (2, None) when it cannot start."""
+    server = LocalMode(startup_timeout)
+    try:
+        local = server.start()
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        server.stop()
+        return 2, None
+    try:
+        return 0, work(local)
+    finally:
+        server.stop()
+
+
 def resolve_target(args: argparse.Namespace) -> tuple[str, str, str, LocalMode | None]:
     """(base URL, token, account alias, the local mode started here or None)."""
     local = read_json(Path(args.local_json)) if args.local_json else None

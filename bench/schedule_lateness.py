@@ -29,7 +29,7 @@ from pathlib import Path
 
 import requests
 
-from api import LocalMode  # bench/api.py: a script's own directory comes first on sys.path
+from api import on_local_mode  # bench/api.py: a script's own directory comes first on sys.path
 
 TARGET_MS = 1000
 
@@ -112,17 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
-    server = LocalMode(args.startup_timeout)
-    try:
-        local = server.start()
-    except RuntimeError as error:
-        print(error, file=sys.stderr)
-        server.stop()
-        return 2
-    try:
-        result = run(local["baseUrl"], local, args.dates, args.spread, args.cron_minutes)
-    finally:
-        server.stop()
+    code, result = on_local_mode(args.startup_timeout, lambda local: run(local["baseUrl"], local, args.dates, args.spread, args.cron_minutes))
+    if code:
+        return code
     if args.json:
         print(json.dumps(result, indent=2))
     else:
