@@ -175,7 +175,8 @@ class LocalRunner:
         """The callback sender, fed by the callback queue as Lambda would feed it."""
         from app import callback_sender
 
-        self.callbacks = QueuePoller(aws.client("sqs"), settings.callback_queue_url, callback_sender, settings.region)
+        self.callbacks = QueuePoller(aws.client("sqs"), settings.callback_queue_url, callback_sender, settings.region,
+                                     threads=8, batch_size=4)
         self.callbacks.start()
 
     def _snapshot_loop(self) -> None:

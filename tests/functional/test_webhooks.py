@@ -78,3 +78,25 @@ def test_a_failure_is_retried_later_then_dead_lettered_when_the_hour_is_over(cli
     assert records()[2].state == "FAILED" and records()[2].tries == 13
     dead = sqs.receive_message(QueueUrl=get_settings().callback_dead_letter_queue_url)["Messages"]
     assert json.loads(dead[0]["Body"])["delivery"]["seq"] == 2
+
+
+def test_status_changes_made_through_the_api_are_noticed_in_order(client, tmp_path):
+    from tests.functional.test_executions import git, job_body
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "master")
+    (repo / "site.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks: []\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "empty")
+    job = client.post("/jobs/DEMO", job_body(repo, callbacks=[{"url": "http://127.0.0.1:9/x", "level": "DEBUG"}])).body[0]
+    execution = client.post(f"/jobs/DEMO/{job['id']}/start", {}).body
+    assert client.post(f"/jobs/DEMO/{job['id']}/executions/{execution['execution_id']}/kill", {}).status == 202
+    sqs = aws.client("sqs")
+    changes = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=get_settings().callback_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            break
+        changes += [json.loads(message["Body"])["statusChange"] for message in batch]
+    assert [(change["status"], change["seq"]) for change in changes] == [("PENDING", 1), ("KILLED", 2)]
