@@ -118,8 +118,8 @@ def test_service_account_answers_match_the_document(client):
 
 # --- webhooks -------------------------------------------------------------------------------
 
-# The instance metadata address: the sender refuses it, so no delivery leaves the test.
-REFUSED_URL = "https://169.254.169.254/runner"
+# A loopback port nobody listens on (discard): every POST is refused, so no delivery leaves the test.
+REFUSED_URL = "http://127.0.0.1:9/runner"
 CALLBACK = SPEC["webhooks"]["executionCallback"]["post"]
 
 
