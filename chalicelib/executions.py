@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import models, states
@@ -294,14 +295,41 @@ class ExecutionService:
         try:
             self._sfn.start_execution(stateMachineArn=settings.execution_state_machine_arn,
                                       name=f"{execution.execution_id}-{attempt}", input=json.dumps(workflow_input))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                self._undispatchable(execution)
+                raise
+            return  # dispatched by a concurrent request: the name makes a second start impossible
         except Exception:
-            logger.exception("could not dispatch execution %s attempt %d", execution.execution_id, attempt)
-            execution.update(actions=[Execution.status.set(states.FAILURE),
-                                      Execution.status_reason.set("could not be dispatched to a worker"),
-                                      Execution.updated_time.set(now_ms())],
-                             condition=Execution.status == states.PENDING)
+            self._undispatchable(execution)
             raise
         self._control(execution, ttl_input, "ttl")
+
+    def _undispatchable(self, execution: Execution) -> None:
+        logger.exception("could not dispatch execution %s attempt %d", execution.execution_id, int(execution.attempt))
+        execution.update(actions=[Execution.status.set(states.FAILURE),
+                                  Execution.status_reason.set("could not be dispatched to a worker"),
+                                  Execution.updated_time.set(now_ms())],
+                         condition=Execution.status == states.PENDING)
+
+    def ensure_dispatched(self, account: str, job_id: str, execution_id: str) -> bool:
+        """Dispatch a first attempt left PENDING with no workflow (its starter died in between).
+
+        True when this call dispatched it. Used by the schedule trigger on a repeated fire.
+        """
+        execution = self._load(account, job_id, execution_id)
+        if execution.status != states.PENDING or int(execution.attempt) != 1:
+            return False
+        arn = self._settings.execution_state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+        try:
+            self._sfn.describe_execution(executionArn=f"{arn}:{execution_id}-1")
+            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+                raise
+        self._dispatch(execution, json.loads(self._jobs.load(account, job_id).spec).get("executionTtl"))
+        return True
+
 
     def _control(self, execution: Execution, control_input: dict, action: str) -> None:
         """Start a control workflow (expiry, escalation, TTL) for the execution's attempt."""

@@ -324,6 +324,10 @@ class ScheduleService:
             self._executions.start(account, job_id, {}, started_by=item.id, execution_id=execution_id,
                                    scheduled_time=fire_ms)
         except DuplicateExecution:
+            # Started by an earlier delivery of this fire; dispatch it if that one died before it could.
+            if self._executions.ensure_dispatched(account, job_id, execution_id):
+                self._record(item, fire_ms, execution_id=execution_id)
+                return {"outcome": "dispatched", "executionId": execution_id}
             return {"outcome": "duplicate", "executionId": execution_id}
         except RunnerError as error:
             self._record(item, fire_ms, error=f"could not start the job: {error.message}")

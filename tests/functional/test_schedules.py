@@ -300,3 +300,21 @@ def test_a_service_account_whose_password_changed_runs_nothing_and_says_why(clie
     client.put("/serviceAccounts/DEMO/nightly", {"username": "robot@demo", "password": "a-new-password-42"})
     assert fire(created, "2027-01-02T03:00:00Z")["outcome"] == "started"
     assert client.get(f"{base(job)}/{created['id']}").body["lastError"] is None
+
+
+def test_a_fire_delivered_again_dispatches_an_execution_its_first_delivery_left_behind(client, job):
+    from chalicelib.models import Execution as ExecutionItem
+    from chalicelib.schedules import fire_execution_id
+
+    created = client.post(base(job), schedule_body("0 3 * * *")).body
+    fire_ms = int(datetime(2027, 1, 1, 3, tzinfo=timezone.utc).timestamp() * 1000)
+    execution_id = fire_execution_id(created["id"], fire_ms)
+    # What a trigger that died between the execution's put and its dispatch leaves behind.
+    ExecutionItem(job["id"], execution_id, account_alias="DEMO", created_time=fire_ms, status="PENDING", attempt=1,
+                  timers=[], target_hosts=["localhost"], failed_hosts=[], started_by=created["id"]).save()
+    assert fire(created, "2027-01-01T03:00:00Z")["outcome"] == "dispatched"
+    sfn = aws.client("stepfunctions")
+    arn = get_settings().execution_state_machine_arn.replace(":stateMachine:", ":execution:")
+    assert sfn.describe_execution(executionArn=f"{arn}:{execution_id}-1")["status"]
+    assert fire(created, "2027-01-01T03:00:00Z")["outcome"] == "duplicate"
+    assert len(executions_of(job)) == 1
