@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from chalicelib.errors import InvalidRequest
 from chalicelib.keys import decode_private_key
 from chalicelib.secrets import MASK
+from chalicelib.webhook_targets import refused_target
 
 CALLBACK_LEVELS = ("DEBUG", "ERROR", "RESULT")
 DEFAULT_BRANCH = "master"
@@ -234,8 +235,6 @@ def validate_callback_url(url: Any, local_mode: bool, field_name: str) -> str:
         raise InvalidRequest(field_name, f"{url!r} is not an {' or '.join(allowed)} URL")
     if len(url) > 2048 or any(ch.isspace() for ch in url):
         raise InvalidRequest(field_name, "is not a valid URL")
-    from chalicelib.webhooks import refused_target  # DNS: only for a URL that is otherwise valid
-
     refused = refused_target(url, local_mode)
     if refused:
         raise InvalidRequest(field_name, f"{url!r} may not receive webhooks: {refused}")

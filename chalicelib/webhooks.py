@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
 import secrets as token_source
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,68 +19,19 @@ from chalicelib import models, states
 from chalicelib.callbacks import Notifier, deliveries, parse_callbacks, take_seqs, timestamp
 from chalicelib.config import Settings
 from chalicelib.errors import NotFound
+from chalicelib.executions import render_execution
+from chalicelib.jobs import now_ms
 from chalicelib.models import Account, Delivery, Execution
 from chalicelib.secrets import Opener, Sealer
+from chalicelib.webhook_targets import UnsafeTarget, safe_address
 
 logger = logging.getLogger("runner.webhooks")
 
 MAX_DELAY_SECONDS = 900  # SQS's longest message delay
 DELIVERY_RETENTION_DAYS = 30
-# The instance metadata endpoints of EC2 and ECS, never a webhook target.
-METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("169.254.170.2"),
-            ipaddress.ip_address("fd00:ec2::254")}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def sign(secret: str, body: bytes) -> str:
     """The X-Runner-Signature value of a body."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-class UnsafeTarget(Exception):
-    """The URL resolves to an address webhooks may not reach."""
-
-
-def safe_address(url: str, local_mode: bool) -> tuple[str, str, int]:
-    """(scheme, IP to connect to, port) of a webhook URL, checked now (so DNS rebinding cannot help).
-
-    On AWS only HTTPS to public addresses; local mode also allows plain HTTP and loopback.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in (("https", "http") if local_mode else ("https",)) or not parts.hostname:
-        raise UnsafeTarget(f"{parts.scheme or 'no'} scheme is not allowed")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise UnsafeTarget(f"{parts.hostname} does not resolve ({exc.strerror})") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if address in METADATA or address.is_link_local or address.is_multicast or address.is_unspecified:
-            continue
-        if address.is_loopback and not local_mode:
-            continue
-        if (address.is_private or address.is_reserved) and not address.is_loopback and not local_mode:
-            continue
-        return parts.scheme, str(address), port
-    raise UnsafeTarget(f"{parts.hostname} resolves to no address webhooks may reach")
-
-
-def refused_target(url: str, local_mode: bool) -> str | None:
-    """Why a callback URL may not be stored (None: it may), judged at job write.
-
-    A name that does not resolve now is accepted: its address is checked again at each send.
-    """
-    try:
-        safe_address(url, local_mode)
-    except UnsafeTarget as exc:
-        if "does not resolve" in str(exc):
-            return None
-        return str(exc)
-    return None
 
 
 @dataclass
@@ -174,8 +123,6 @@ class Sender:
                   "status": change["status"],
                   "event": None, "timestamp": change.get("timestamp") or timestamp()}
         if change["status"] in states.FINAL and int(execution.attempt) == int(change["attempt"]):
-            from chalicelib.executions import render_execution
-
             document = render_execution(execution)
             notice["result"] = {"status": document["status"], "status_reason": document["status_reason"],
                                 "timers": document["timers"], "failed_hosts": document["failed_hosts"],

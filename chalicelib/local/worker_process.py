@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from chalicelib import aws
 from chalicelib.config import get_settings
+from chalicelib.local.queue_poller import lambda_event
 
 logger = logging.getLogger("runner.local.worker")
 LAMBDA_TIMEOUT_SECONDS = 900
@@ -28,21 +29,6 @@ class LocalLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.deadline - time.time()) * 1000))
-
-
-def sqs_event(message: dict, queue_arn: str, region: str) -> dict:
-    """The event Lambda's SQS integration would pass for one message."""
-    return {"Records": [{
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message.get("Attributes", {}),
-        "messageAttributes": message.get("MessageAttributes", {}),
-        "md5OfBody": message.get("MD5OfBody", ""),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    }]}
 
 
 def poll_forever(stop: list) -> None:
@@ -69,7 +55,7 @@ def poll_forever(stop: list) -> None:
             continue
         for message in answer.get("Messages", []):
             try:
-                result = handler(sqs_event(message, queue_arn, settings.region), LocalLambdaContext())
+                result = handler(lambda_event([message], queue_arn, settings.region), LocalLambdaContext())
                 failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
             except Exception:  # noqa: BLE001 - as Lambda: the message comes back after its timeout
                 logger.exception("handler failed for message %s", message["MessageId"])

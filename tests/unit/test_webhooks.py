@@ -7,7 +7,8 @@ import hmac
 import pytest
 
 from chalicelib.callbacks import deliveries, wanted
-from chalicelib.webhooks import UnsafeTarget, safe_address, sign
+from chalicelib.webhook_targets import UnsafeTarget, safe_address
+from chalicelib.webhooks import sign
 
 
 def status(value: str) -> dict:
