@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-worker.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m chalicelib.local
+	$(BIN)/python -m localmode
 
 lint: $(STAMP)
 	$(BIN)/cfn-lint infra/template.yaml

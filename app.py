@@ -10,19 +10,21 @@ from chalice import AuthResponse, Chalice, Rate, Response
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from chalicelib import services, users, webhooks
-from chalicelib.config import get_settings
-from chalicelib.errors import AuthorizerDenied, Unauthenticated
-from chalicelib.http import (
+from chalicelib.platform import wiring as services
+from chalicelib.auth import users
+from chalicelib.callbacks import sender as webhooks
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.errors import AuthorizerDenied, Unauthenticated
+from chalicelib.platform.web import (
     bool_param, caller_name, count_aws_calls, events_params, json_response, page_params, parse_json_body, reshape_foreign_errors,
 )
-from chalicelib.http import api as _api
-from chalicelib.tokens import bearer_token, issue_token, verify_token
+from chalicelib.platform.web import api as _api
+from chalicelib.auth.tokens import bearer_token, issue_token, verify_token
 
 app = Chalice(app_name="runner")
 app.register_middleware(reshape_foreign_errors, "http")
 app.register_middleware(count_aws_calls, "http")
-OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml"
+OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "platform" / "openapi.yaml"
 
 
 # Clients are asked for application/json; curl -d and bare requests send the others.

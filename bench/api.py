@@ -15,7 +15,7 @@ call lists seen, then checks the targets (PASS/FAIL). Targets are a measurement:
 change the exit code; a failed request (non-2xx, connection error) does (exit 1).
 
 The server: --base-url/--token if given; else the one of ${RUNNER_STATE_DIR:-.runner}/local.json
-if it answers GET /health; else local mode started here (`python -m chalicelib.local` with a
+if it answers GET /health; else local mode started here (`python -m localmode` with a
 fresh RUNNER_STATE_DIR and a free RUNNER_PORT), stopped with SIGINT at the end.
 """
 from __future__ import annotations
@@ -322,7 +322,7 @@ def account_of_token(token: str) -> str | None:
 
 
 class LocalMode:
-    """`python -m chalicelib.local` started here, in a fresh state directory, on a free port."""
+    """`python -m localmode` started here, in a fresh state directory, on a free port."""
 
     def __init__(self, startup_timeout: float) -> None:
         self.state_dir = Path(tempfile.mkdtemp(prefix="runner-bench-"))
@@ -337,7 +337,7 @@ class LocalMode:
         env.pop("RUNNER_HOST", None)
         self._log = open(self.state_dir / "server.log", "wb")
         self.process = subprocess.Popen(
-            [str(python if python.exists() else sys.executable), "-m", "chalicelib.local"],
+            [str(python if python.exists() else sys.executable), "-m", "localmode"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             # SIGINT stops it even when this benchmark was started with SIGINT ignored (`cmd &`).
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -30,7 +30,7 @@ Where the API's time goes, from each execution's own record (same host, so epoch
 and, inside `run` (sequential phase, from the execution's events): before the first ansible event
 (claim, git clone, inventory, ansible-runner start-up), ansible's own events, after the last one.
 
-The server: local mode started here (`python -m chalicelib.local`, fresh RUNNER_STATE_DIR, free
+The server: local mode started here (`python -m localmode`, fresh RUNNER_STATE_DIR, free
 RUNNER_PORT, RUNNER_LOCAL_WORKERS=--workers), stopped with SIGINT at the end; or --base-url and
 --token of a running one on this host (it must see the file:// repository; pass --workers).
 Targets are a measurement: a FAIL does not change the exit code. The exit code is 1 when a run did

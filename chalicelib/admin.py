@@ -16,8 +16,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from chalicelib import users
-from chalicelib.errors import RunnerError
+from chalicelib.auth import users
+from chalicelib.platform.errors import RunnerError
 
 
 def _create_account(args: argparse.Namespace) -> int:

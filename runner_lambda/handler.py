@@ -8,9 +8,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib import aws
-from chalicelib.config import get_settings
-from chalicelib.services import execution_service, job_service, notifier
+from chalicelib.platform import aws
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.wiring import execution_service, job_service, notifier
 from runner_lambda.processes import become_subreaper
 from runner_lambda.worker import Attempt, Dependencies, RunMessage
 

@@ -10,8 +10,8 @@ from typing import Any, Callable
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import states
-from chalicelib.models import Execution, ExecutionEvent, Timer
+from chalicelib.executions import states
+from chalicelib.platform.models import Execution, ExecutionEvent, Timer
 
 logger = logging.getLogger("runner.worker")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import states
-from chalicelib.models import Execution
+from chalicelib.executions import states
+from chalicelib.platform.models import Execution
 from runner_lambda.processes import kill_tree
 from runner_lambda.reporting import now_ms
 

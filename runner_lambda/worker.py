@@ -8,14 +8,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import models, states
-from chalicelib.config import Settings
-from chalicelib.executions import RUN_KEY_DEFAULT, ExecutionService, run_key_path
-from chalicelib.jobs import JobService
-from chalicelib.jobspec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
-from chalicelib.callbacks import Notifier
-from chalicelib.executions import render_event
-from chalicelib.models import Execution, ExecutionEvent, Job
+from chalicelib.platform import models
+from chalicelib.executions import states
+from chalicelib.platform.config import Settings
+from chalicelib.executions.service import RUN_KEY_DEFAULT, ExecutionService, run_key_path
+from chalicelib.jobs.service import JobService
+from chalicelib.jobs.spec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
+from chalicelib.callbacks.notices import Notifier
+from chalicelib.executions.service import render_event
+from chalicelib.platform.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
 from runner_lambda.reporting import KEEP, EventSink, Heartbeat, Masker, claim, finish, mark_running, report_result

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: local mode (`python -m chalicelib.local`) as a real subprocess, spoken to over HTTP.
+"""End-to-end fixtures: local mode (`python -m localmode`) as a real subprocess, spoken to over HTTP.
 
 `LocalMode` starts one instance in a state directory of its own on a free port and waits until it
 serves; `service` is one shared instance (accounts DEMO and OTHER) per test process;
@@ -61,7 +61,7 @@ class Stopped:
 
 
 class LocalMode:
-    """One `python -m chalicelib.local` process with its own state directory and port."""
+    """One `python -m localmode` process with its own state directory and port."""
 
     def __init__(self, state_dir: Path, log_dir: Path, port: int | None = None,
                  accounts: str | None = None, env: dict[str, str] | None = None) -> None:
@@ -99,7 +99,7 @@ class LocalMode:
         self._stderr_path = self.log_dir / f"run{self._run}.stderr"
         with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chalicelib.local"], cwd=REPO_ROOT, env=self._environment(),
+                [sys.executable, "-m", "localmode"], cwd=REPO_ROOT, env=self._environment(),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True,  # its own process group: killed as one at teardown
             )

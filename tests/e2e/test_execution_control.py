@@ -215,7 +215,7 @@ def test_a_worker_killed_mid_run_is_failure_worker_lost_and_can_restart(control,
               callbacks=[{"url": f"{receiver.url}/lost", "level": "ERROR"}])
     run.wait_task_started("long sleep")
     ansible = run.processes()[0]
-    worker = next(parent for parent in ansible.parents() if "chalicelib.local.worker_process" in " ".join(parent.cmdline()))
+    worker = next(parent for parent in ansible.parents() if "localmode.worker_process" in " ".join(parent.cmdline()))
     os.kill(worker.pid, signal.SIGKILL)
     killed_at = time.time()
     done = run.wait_final(timeout=30)

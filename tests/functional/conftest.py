@@ -10,12 +10,15 @@ from chalice.config import Config
 from chalice.local import LocalGateway
 from moto import mock_aws
 
-from chalicelib import aws, models, services, users
-from chalicelib.config import get_settings, reset_settings
-from chalicelib.local.emulator import emulator_environment, provision
-from chalicelib.local.gateway import dispatch
-from chalicelib.template import load_template
-from chalicelib.tokens import Principal, issue_token
+from chalicelib.platform import aws
+from chalicelib.platform import models
+from chalicelib.platform import wiring as services
+from chalicelib.auth import users
+from chalicelib.platform.config import get_settings, reset_settings
+from localmode.emulator import emulator_environment, provision
+from localmode.gateway import dispatch
+from chalicelib.platform.template import load_template
+from chalicelib.auth.tokens import Principal, issue_token
 
 
 @dataclass

@@ -3,7 +3,7 @@ import io
 import time
 
 from chalicelib import admin
-from chalicelib.tokens import Principal, issue_token
+from chalicelib.auth.tokens import Principal, issue_token
 from tests.functional.conftest import make_account
 
 
@@ -71,7 +71,7 @@ def test_unsupported_method_is_a_405_in_our_shape(client):
 
 
 def test_passwords_are_stored_as_argon2_hashes(client):
-    from chalicelib.models import User
+    from chalicelib.platform.models import User
     stored = User.get("demo-user").password_hash
     assert stored.startswith("$argon2id$") and "correct-horse-battery" not in stored
 
@@ -98,7 +98,7 @@ def test_admin_generated_password_is_printed_once_and_works(client, capsys):
 
 
 def test_admin_sets_an_accounts_concurrency_limit(client, capsys):
-    from chalicelib.models import Account
+    from chalicelib.platform.models import Account
     assert admin.main(["set-concurrency", "--account", "DEMO", "--limit", "8"]) == 0
     assert Account.get("DEMO").max_concurrent == 8
     assert admin.main(["set-concurrency", "--account", "NOPE", "--limit", "8"]) == 1

@@ -8,10 +8,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from chalicelib import aws
-from chalicelib.config import get_settings
-from chalicelib.models import Execution, ExecutionEvent
-from chalicelib.services import execution_service, job_service
+from chalicelib.platform import aws
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.models import Execution, ExecutionEvent
+from chalicelib.platform.wiring import execution_service, job_service
 from runner_lambda.worker import Attempt, Dependencies, RunMessage
 from tests.keyfactory import b64_key
 

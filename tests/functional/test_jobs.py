@@ -7,11 +7,11 @@ import threading
 import boto3
 import pytest
 
-from chalicelib import aws
-from chalicelib.config import get_settings
-from chalicelib.models import Job
-from chalicelib.secrets import MASK
-from chalicelib.services import job_service
+from chalicelib.platform import aws
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.models import Job
+from chalicelib.platform.sealing import MASK
+from chalicelib.platform.wiring import job_service
 from tests.keyfactory import b64_key, pem_key
 
 JOB = {
@@ -256,7 +256,7 @@ def test_concurrent_updates_never_lose_a_write(client):
 
 
 def test_create_in_an_account_that_does_not_exist_writes_nothing(client, aws_stack):
-    from chalicelib.tokens import Principal, issue_token
+    from chalicelib.auth.tokens import Principal, issue_token
     ghost = issue_token(aws_stack.signing_key, Principal("ghost", "GHOST", ()), 60)
     answer = client.post("/jobs/GHOST", JOB, token=ghost)
     assert answer.status == 404

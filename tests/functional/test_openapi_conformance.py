@@ -6,9 +6,15 @@ import json
 import yaml
 from openapi_schema_validator import OAS31Validator
 
-from chalicelib import aws, callbacks, jobspec, services, states, users, webhooks
-from chalicelib.config import get_settings
-from chalicelib.models import Execution
+from chalicelib.platform import aws
+from chalicelib.callbacks import notices as callbacks
+from chalicelib.jobs import spec as jobspec
+from chalicelib.platform import wiring as services
+from chalicelib.executions import states
+from chalicelib.auth import users
+from chalicelib.callbacks import sender as webhooks
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.models import Execution
 from tests.functional.test_executions import events_of, job_body, repo, run_attempt, start  # noqa: F401
 from tests.functional.test_schedules import ROBOT_PASSWORD, base, fire, in_seconds, job, schedule_body  # noqa: F401
 from tests.unit.test_openapi import SPEC_PATH, assert_valid

@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, users
-from chalicelib.config import get_settings
-from chalicelib.models import Execution, ServiceAccount
-from chalicelib.services import schedule_service
+from chalicelib.platform import aws
+from chalicelib.auth import users
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.models import Execution, ServiceAccount
+from chalicelib.platform.wiring import schedule_service
 
 JOB = {"repository": {"url": "https://github.com/org/repo.git", "defaultPlaybook": "site.yml"},
        "hosts": [{"id": "localhost", "hostVars": {"ansible_connection": "local"}}]}
@@ -303,8 +304,8 @@ def test_a_service_account_whose_password_changed_runs_nothing_and_says_why(clie
 
 
 def test_a_fire_delivered_again_dispatches_an_execution_its_first_delivery_left_behind(client, job):
-    from chalicelib.models import Execution as ExecutionItem
-    from chalicelib.schedules import fire_execution_id
+    from chalicelib.platform.models import Execution as ExecutionItem
+    from chalicelib.schedules.service import fire_execution_id
 
     created = client.post(base(job), schedule_body("0 3 * * *")).body
     fire_ms = int(datetime(2027, 1, 1, 3, tzinfo=timezone.utc).timestamp() * 1000)

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from chalicelib import aws, users
-from chalicelib.models import ServiceAccount
+from chalicelib.platform import aws
+from chalicelib.auth import users
+from chalicelib.platform.models import ServiceAccount
 from tests.functional.conftest import make_account
 
 CANARY = "canary-Sa-Pa55word-7731"

@@ -8,11 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chalicelib import aws, services
-from chalicelib.callbacks import deliveries
-from chalicelib.config import get_settings
-from chalicelib.models import Delivery
-from chalicelib.webhooks import sign
+from chalicelib.platform import aws
+from chalicelib.platform import wiring as services
+from chalicelib.callbacks.notices import deliveries
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.models import Delivery
+from chalicelib.callbacks.sender import sign
 
 
 @pytest.fixture

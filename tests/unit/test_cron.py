@@ -9,8 +9,8 @@ from croniter import CroniterBadDateError, croniter
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import cron as cron_module
-from chalicelib.cron import (CronError, aws_at, aws_fires, matches, next_runs, parse_unix,
+from chalicelib.schedules import cron as cron_module
+from chalicelib.schedules.cron import (CronError, aws_at, aws_fires, matches, next_runs, parse_unix,
                              to_aws)
 
 UTC = timezone.utc

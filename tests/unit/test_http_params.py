@@ -1,8 +1,8 @@
 """Query parameters and bodies: bad values are 400s naming the field."""
 import pytest
 
-from chalicelib.errors import InvalidRequest, PayloadTooLarge
-from chalicelib.http import MAX_BODY_BYTES, bool_param, foreign_error_body, page_params, parse_json_body
+from chalicelib.platform.errors import InvalidRequest, PayloadTooLarge
+from chalicelib.platform.web import MAX_BODY_BYTES, bool_param, foreign_error_body, page_params, parse_json_body
 
 
 def test_page_defaults():

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from chalicelib.errors import InvalidRequest
-from chalicelib.jobspec import parse_job, render_secret_masks
-from chalicelib.secrets import MASK
+from chalicelib.platform.errors import InvalidRequest
+from chalicelib.jobs.spec import parse_job, render_secret_masks
+from chalicelib.platform.sealing import MASK
 from tests.keyfactory import b64_key
 
 VALID = {

@@ -12,15 +12,18 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import validate as validate_spec
 
 import app
-from chalicelib import http, jobspec, services, states
-from chalicelib.config import Settings
-from chalicelib.errors import InvalidRequest, NotFound
-from chalicelib.executions import MAX_EVENTS_PAGE, ExecutionService, parse_run_request, render_event, render_execution
-from chalicelib.http import events_params
-from chalicelib.jobs import render_job
-from chalicelib.models import Execution, ExecutionEvent, Job, Timer
-from chalicelib.secrets import MASK
-from chalicelib.tokens import Principal, issue_token
+from chalicelib.platform import web as http
+from chalicelib.jobs import spec as jobspec
+from chalicelib.platform import wiring as services
+from chalicelib.executions import states
+from chalicelib.platform.config import Settings
+from chalicelib.platform.errors import InvalidRequest, NotFound
+from chalicelib.executions.service import MAX_EVENTS_PAGE, ExecutionService, parse_run_request, render_event, render_execution
+from chalicelib.platform.web import events_params
+from chalicelib.jobs.service import render_job
+from chalicelib.platform.models import Execution, ExecutionEvent, Job, Timer
+from chalicelib.platform.sealing import MASK
+from chalicelib.auth.tokens import Principal, issue_token
 from tests.keyfactory import b64_key
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
 """The models and the template describe the same tables, so the schema cannot drift."""
-from chalicelib.config import TABLE_LOGICAL_IDS, table_env_var
-from chalicelib.models import MODELS
-from chalicelib.template import load_template, resources
+from chalicelib.platform.config import TABLE_LOGICAL_IDS, table_env_var
+from chalicelib.platform.models import MODELS
+from chalicelib.platform.template import load_template, resources
 
 
 def test_every_model_has_its_table_in_the_template():

@@ -4,8 +4,8 @@ import time
 import jwt
 import pytest
 
-from chalicelib.errors import Unauthenticated
-from chalicelib.tokens import Principal, bearer_token, issue_token, verify_token
+from chalicelib.platform.errors import Unauthenticated
+from chalicelib.auth.tokens import Principal, bearer_token, issue_token, verify_token
 
 KEY = "k" * 64
 ALICE = Principal("alice", "DEMO", ("ACCOUNT_ADMIN",))
@@ -33,7 +33,7 @@ def test_an_unsigned_token_is_refused():
 
 
 def test_the_default_lifetime_is_fourteen_days():
-    from chalicelib.config import Settings
+    from chalicelib.platform.config import Settings
     assert Settings.from_environ({}).token_ttl_seconds == 14 * 24 * 3600
     assert Settings.from_environ({"RUNNER_TOKEN_TTL_SECONDS": "60"}).token_ttl_seconds == 60
 

@@ -6,9 +6,9 @@ import hmac
 
 import pytest
 
-from chalicelib.callbacks import deliveries, wanted
-from chalicelib.webhook_targets import UnsafeTarget, safe_address
-from chalicelib.webhooks import sign
+from chalicelib.callbacks.notices import deliveries, wanted
+from chalicelib.callbacks.targets import UnsafeTarget, safe_address
+from chalicelib.callbacks.sender import sign
 
 
 def status(value: str) -> dict:
@@ -79,8 +79,8 @@ def test_local_mode_allows_loopback_over_http_but_never_metadata():
 
 @pytest.mark.parametrize("url", ["https://10.0.0.5/hook", "https://localhost/hook", "https://169.254.169.254/x"])
 def test_a_job_cannot_name_a_private_callback_target_on_aws(url):
-    from chalicelib.errors import InvalidRequest
-    from chalicelib.jobspec import validate_callback_url
+    from chalicelib.platform.errors import InvalidRequest
+    from chalicelib.jobs.spec import validate_callback_url
 
     with pytest.raises(InvalidRequest) as raised:
         validate_callback_url(url, local_mode=False, field_name="callbacks[0].url")

@@ -1,0 +1,1 @@
+"""Callbacks: notices of events and status changes, and the signed webhook sender."""

@@ -1,0 +1,229 @@
+"""Callbacks, the sending side: signed POSTs with retries, the webhook secret, the delivery log."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets as token_source
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from chalicelib.platform import models
+from chalicelib.executions import states
+from chalicelib.callbacks.notices import Notifier, deliveries, parse_callbacks, take_seqs, timestamp
+from chalicelib.platform.config import Settings
+from chalicelib.platform.errors import NotFound
+from chalicelib.executions.service import render_execution
+from chalicelib.jobs.service import now_ms
+from chalicelib.platform.models import Account, Delivery, Execution
+from chalicelib.platform.sealing import Opener, Sealer
+from chalicelib.callbacks.targets import UnsafeTarget, safe_address
+
+logger = logging.getLogger("runner.webhooks")
+
+MAX_DELAY_SECONDS = 900  # SQS's longest message delay
+DELIVERY_RETENTION_DAYS = 30
+def sign(secret: str, body: bytes) -> str:
+    """The X-Runner-Signature value of a body."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Outcome:
+    """What one POST did."""
+
+    status_code: int | None
+    error: str | None
+
+
+class WebhookSecrets:
+    """Per-account HMAC keys, sealed by KMS in the account item; opened again only when they change."""
+
+    def __init__(self, kms: Any, key_id: str) -> None:
+        self._kms = kms
+        self._key_id = key_id
+        self._opened: dict[str, tuple[str, str]] = {}  # account -> (sealed, secret)
+
+    @staticmethod
+    def _aad(account: str) -> str:
+        return f"{account}/webhookSecret"
+
+    def _store(self, account: str, condition: Any) -> str:
+        secret = token_source.token_urlsafe(32)
+        sealed = json.dumps(Sealer(self._kms, self._key_id, {"accountAlias": account}).seal(self._aad(account), secret))
+        Account(account).update(actions=[Account.webhook_secret.set(sealed)], condition=condition)
+        self._opened[account] = (sealed, secret)
+        return secret
+
+    def get(self, account: str) -> str:
+        """The account's secret, made on first use."""
+        models.bind()
+        try:
+            sealed = Account.get(account, consistent_read=True, attributes_to_get=["accountAlias", "webhookSecret"]).webhook_secret
+        except DoesNotExist:
+            raise NotFound(f"account {account} does not exist") from None
+        if sealed is None:
+            try:
+                return self._store(account, Account.account_alias.exists() & Account.webhook_secret.does_not_exist())
+            except UpdateError:
+                return self.get(account)  # made by a concurrent first use
+        cached = self._opened.get(account)
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        secret = Opener(self._kms, {"accountAlias": account}).open(self._aad(account), json.loads(sealed))
+        self._opened[account] = (sealed, secret)
+        return secret
+
+    def rotate(self, account: str) -> str:
+        """A new secret for the account; the old one signs nothing more."""
+        models.bind()
+        try:
+            return self._store(account, Account.account_alias.exists())
+        except UpdateError:
+            raise NotFound(f"account {account} does not exist") from None
+
+
+class Sender:
+    """Handles the callback queue's messages: status changes become notices, deliveries are POSTed."""
+
+    def __init__(self, settings: Settings, notifier: Notifier, sqs: Any, webhook_secrets: WebhookSecrets) -> None:
+        self._settings = settings
+        self._notifier = notifier
+        self._sqs = sqs
+        self._secrets = webhook_secrets
+        self._http = urllib3.PoolManager(num_pools=32, maxsize=8, retries=False)
+
+    def handle(self, message: dict) -> None:
+        """One queue message."""
+        models.bind()
+        if "statusChange" in message:
+            self._status_change(message["statusChange"])
+        elif "delivery" in message:
+            self._deliver(message["delivery"])
+        else:
+            logger.error("ignoring an unknown callback message: %s", sorted(message))
+
+    def _status_change(self, change: dict) -> None:
+        try:
+            execution = Execution.get(change["jobId"], change["executionId"], consistent_read=True)
+        except DoesNotExist:
+            return
+        callbacks = parse_callbacks(execution)
+        if not callbacks:
+            return
+        notice = {"type": "status", "accountAlias": execution.account_alias, "jobId": execution.job_id,
+                  "executionId": execution.execution_id, "attempt": int(change["attempt"]),
+                  "seq": change.get("seq") or take_seqs(execution.job_id, execution.execution_id, 1),
+                  "status": change["status"],
+                  "event": None, "timestamp": change.get("timestamp") or timestamp()}
+        if change["status"] in states.FINAL and int(execution.attempt) == int(change["attempt"]):
+            document = render_execution(execution)
+            notice["result"] = {"status": document["status"], "status_reason": document["status_reason"],
+                                "timers": document["timers"], "failed_hosts": document["failed_hosts"],
+                                "stats": json.loads(execution.stats) if execution.stats else {}}
+        self._notifier.send(deliveries(notice, callbacks))
+
+    def _gone(self, execution_id: str, url: str) -> bool:
+        try:
+            Delivery.get(execution_id, self._gone_key(url), consistent_read=True)
+            return True
+        except DoesNotExist:
+            return False
+
+    @staticmethod
+    def _gone_key(url: str) -> str:
+        return "gone#" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+
+    def _deliver(self, delivery: dict) -> None:
+        execution_id, url = delivery["executionId"], delivery["url"]
+        tries = int(delivery.get("tries", 0)) + 1
+        first_try = int(delivery.get("firstTry") or now_ms())
+        record = Delivery(execution_id, delivery["deliveryId"], url=url, level=delivery["level"], seq=delivery["seq"],
+                          type=delivery["type"], tries=tries, first_try_time=first_try, last_try_time=now_ms(),
+                          expires_at=int(time.time()) + DELIVERY_RETENTION_DAYS * 86400, state="PENDING")
+        if self._gone(execution_id, url):
+            record.state, record.last_error = "SKIPPED", "the URL answered 410 Gone for this execution"
+            record.save()
+            return
+        body = json.dumps(self.payload(delivery), separators=(",", ":"), sort_keys=True).encode("utf-8")
+        outcome = self._post(url, body, delivery)
+        record.status_code, record.last_error = outcome.status_code, outcome.error
+        if outcome.status_code is not None and 200 <= outcome.status_code < 300:
+            record.state = "DELIVERED"
+        elif outcome.status_code == 410:
+            record.state = "GONE"
+            Delivery(execution_id, self._gone_key(url), url=url, state="GONE", tries=0,
+                     expires_at=record.expires_at).save()
+        elif (now_ms() - first_try) / 1000 < self._settings.callback_retry_window_seconds:
+            record.state = "RETRYING"
+            self._retry({**delivery, "tries": tries, "firstTry": first_try}, tries)
+        else:
+            record.state = "FAILED"
+            self._sqs.send_message(QueueUrl=self._settings.callback_dead_letter_queue_url,
+                                   MessageBody=json.dumps({"delivery": {**delivery, "tries": tries,
+                                                                        "firstTry": first_try}}))
+        record.save()
+
+    @staticmethod
+    def payload(delivery: dict) -> dict:
+        """The JSON body a receiver gets."""
+        body = {key: delivery.get(key) for key in ("deliveryId", "accountAlias", "jobId", "executionId", "attempt",
+                                                   "seq", "level", "type", "status", "event", "timestamp")}
+        if "result" in delivery:
+            body["result"] = delivery["result"]
+        return body
+
+    def _retry(self, delivery: dict, tries: int) -> None:
+        base = self._settings.callback_retry_base_seconds * 2 ** (tries - 1)
+        delay = int(min(MAX_DELAY_SECONDS, base) * random.uniform(0.5, 1.0)) or 1  # noqa: S311 - jitter
+        self._sqs.send_message(QueueUrl=self._settings.callback_queue_url, DelaySeconds=delay,
+                               MessageBody=json.dumps({"delivery": delivery}))
+
+    def _post(self, url: str, body: bytes, delivery: dict) -> Outcome:
+        try:
+            scheme, address, port = safe_address(url, self._settings.local_mode)
+        except UnsafeTarget as exc:
+            return Outcome(None, str(exc))
+        parts = urlsplit(url)
+        headers = {"Content-Type": "application/json", "User-Agent": "Runner-Webhooks/1",
+                   "Host": parts.netloc.rsplit("@", 1)[-1], "X-Runner-Delivery": delivery["deliveryId"],
+                   "X-Runner-Signature": sign(self._secrets.get(delivery["accountAlias"]), body)}
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        timeout = urllib3.Timeout(total=self._settings.callback_timeout_seconds)
+        try:
+            if scheme == "https":
+                pool = self._http.connection_from_host(address, port, "https", pool_kwargs={
+                    "server_hostname": parts.hostname, "assert_hostname": parts.hostname})
+            else:
+                pool = self._http.connection_from_host(address, port, "http")
+            answer = pool.urlopen("POST", path, body=body, headers=headers, timeout=timeout, redirect=False,
+                                  retries=False, preload_content=True)
+        except urllib3.exceptions.HTTPError as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+        error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+        return Outcome(answer.status, error)
+
+
+def list_deliveries(execution_id: str) -> list[dict]:
+    """The delivery log of an execution, in seq order."""
+    models.bind()
+    found = []
+    for item in Delivery.query(execution_id, consistent_read=True):
+        if item.delivery_id.startswith("gone#"):
+            continue
+        found.append({"deliveryId": item.delivery_id, "url": item.url, "level": item.level, "seq": _int(item.seq),
+                      "type": item.type, "state": item.state, "statusCode": _int(item.status_code),
+                      "tries": int(item.tries or 0), "lastError": item.last_error,
+                      "firstTryTime": _int(item.first_try_time), "lastTryTime": _int(item.last_try_time)})
+    return sorted(found, key=lambda item: (item["seq"] or 0, item["url"], item["level"] or ""))
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)

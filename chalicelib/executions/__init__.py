@@ -1,0 +1,1 @@
+"""Executions: the status table, start/restart/stop/kill and their workflows."""

@@ -1,0 +1,442 @@
+"""Executions: start a job, read executions and their events, restart the unsuccessful ones."""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from chalicelib.platform import models
+from chalicelib.executions import states
+from chalicelib.callbacks.notices import Notifier
+from chalicelib.platform.config import Settings
+from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound
+from chalicelib.jobs.service import JobService, now_ms
+from chalicelib.jobs.spec import validate_host_id
+from chalicelib.jobs.ssh_keys import decode_private_key
+from chalicelib.platform.models import Account, Execution, ExecutionEvent
+from chalicelib.platform.sealing import Opener, Sealer
+
+logger = logging.getLogger("runner.executions")
+
+DEFAULT_TTL_MINUTES = 180
+MAX_EVENTS_PAGE = 1000
+RUN_KEY_DEFAULT = "sshPrivateKey"
+
+
+def run_key_path(host_id: str) -> str:
+    """Secret path of a key given for one host at start or restart."""
+    return f"hosts[{host_id}].sshPrivateKey"
+
+
+@dataclass
+class RunRequest:
+    """The body of a start or restart: hosts to target, keys for this run only."""
+
+    hosts: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+def parse_run_request(body: Any) -> RunRequest:
+    """Validate `{}` or `{"hosts": [{"id", "sshPrivateKey"}], "sshPrivateKey"}`."""
+    if body is None:
+        return RunRequest()
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object (send {} to use the job's hosts)")
+    request = RunRequest()
+    hosts = body.get("hosts")
+    if hosts is not None:
+        if not isinstance(hosts, list):
+            raise InvalidRequest("hosts", "must be an array of host objects")
+        for index, host in enumerate(hosts):
+            where = f"hosts[{index}]"
+            if isinstance(host, str):
+                host = {"id": host}
+            if not isinstance(host, dict):
+                raise InvalidRequest(where, "must be an object with an id")
+            host_id = validate_host_id(host.get("id"), f"{where}.id")
+            if host_id in request.hosts:
+                raise InvalidRequest(f"{where}.id", f"duplicate host id {host_id!r}")
+            request.hosts.append(host_id)
+            if host.get("sshPrivateKey") is not None:
+                request.keys[run_key_path(host_id)] = decode_private_key(f"{where}.sshPrivateKey",
+                                                                         host["sshPrivateKey"])
+    if body.get("sshPrivateKey") is not None:
+        request.keys[RUN_KEY_DEFAULT] = decode_private_key("sshPrivateKey", body["sshPrivateKey"])
+    return request
+
+
+def render_execution(execution: Execution) -> dict:
+    """The execution as the API answers it (the reference's snake_case document)."""
+    timers = [{"start": _int(timer.start), "end": _int(timer.end)} for timer in execution.timers or []]
+    final = execution.status in states.FINAL
+    document = {
+        "execution_id": execution.execution_id,
+        "job_id": execution.job_id,
+        "account_alias": execution.account_alias,
+        "status": execution.status,
+        "status_reason": execution.status_reason,
+        "timers": timers,
+        "start": timers[0]["start"] if timers else None,
+        "end": timers[-1]["end"] if timers and final else None,
+        "repository_log": json.loads(execution.repository_log) if execution.repository_log else None,
+        "failed_hosts": list(execution.failed_hosts or []),
+        "is_vpn_established": False,
+        "attempt": int(execution.attempt),
+        "hosts": list(execution.target_hosts or []),
+        "started_by": execution.started_by,
+        "scheduled_time": _int(execution.scheduled_time),
+        "created_time": int(execution.created_time),
+    }
+    return document
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def render_event(event: ExecutionEvent) -> dict:
+    """One ansible-runner event as the events route answers it."""
+    return {
+        "seq": int(event.seq),
+        "attempt": int(event.attempt),
+        "event": event.event,
+        "host": event.host,
+        "task": event.task,
+        "stdout": event.stdout or "",
+        "created": event.created,
+        "event_data": json.loads(event.data) if event.data else {},
+    }
+
+
+class ExecutionService:
+    """Starts executions through Step Functions and answers their state."""
+
+    def __init__(self, jobs: JobService, kms: Any, stepfunctions: Any, settings: Settings,
+                 notifier: Notifier | None = None) -> None:
+        self._jobs = jobs
+        self._kms = kms
+        self._sfn = stepfunctions
+        self._settings = settings
+        self._notifier = notifier
+
+    def _notify(self, execution: Execution, status: str) -> None:
+        if self._notifier is not None:
+            self._notifier.status_changed(execution, status)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _load(self, account: str, job_id: str, execution_id: str) -> Execution:
+        models.bind()
+        try:
+            execution = Execution.get(job_id, execution_id, consistent_read=True)
+        except DoesNotExist:
+            execution = None
+        if execution is None or execution.account_alias != account:
+            raise NotFound(f"execution {execution_id} of job {job_id} not found in account {account}")
+        return execution
+
+    def get(self, account: str, job_id: str, execution_id: str) -> dict:
+        """One execution."""
+        return render_execution(self._load(account, job_id, execution_id))
+
+    def list(self, account: str, job_id: str, page: int, size: int) -> dict:
+        """A page of a job's executions, newest first, with the exact total."""
+        self._jobs.load(account, job_id)  # 404 for a job of another account or none
+        skip = page * size
+        query = Execution.by_created_time.query(job_id, scan_index_forward=False)
+        total, results = 0, []
+        for execution in query:
+            if skip <= total < skip + size:
+                results.append(render_execution(execution))
+            total += 1
+        return {"totalSize": total, "page": page, "size": len(results), "results": results}
+
+    def events(self, account: str, job_id: str, execution_id: str, after: int, size: int) -> dict:
+        """The execution's events with seq > after, in order."""
+        self._load(account, job_id, execution_id)
+        query = ExecutionEvent.query(execution_id, ExecutionEvent.seq > after, limit=size,
+                                     page_size=min(size, MAX_EVENTS_PAGE), consistent_read=True)
+        results = [render_event(event) for event in query]
+        more = len(results) == size
+        return {"execution_id": execution_id, "after": after, "size": len(results),
+                "next": results[-1]["seq"] if results and more else None, "results": results}
+
+    def log(self, account: str, job_id: str, execution_id: str) -> str:
+        """The plain-text output of every attempt, in order, ending with the outcome."""
+        execution = self._load(account, job_id, execution_id)
+        lines: list[str] = []
+        attempt = None
+        for event in ExecutionEvent.query(execution_id, consistent_read=True):
+            if event.attempt != attempt:
+                attempt = event.attempt
+                lines.append(f"===== attempt {int(attempt)} =====")
+            if event.stdout:
+                lines.append(event.stdout)
+        outcome = f"===== {execution.status} (attempt {int(execution.attempt)})"
+        lines.append(outcome + (f": {execution.status_reason} =====" if execution.status_reason else " ====="))
+        return "\n".join(lines) + "\n"
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _seal_keys(self, account: str, job_id: str, execution_id: str, keys: dict[str, str]) -> str | None:
+        if not keys:
+            return None
+        sealer = Sealer(self._kms, self._settings.kms_key_id,
+                        {"accountAlias": account, "jobId": job_id, "executionId": execution_id})
+        return json.dumps({path: sealer.seal(f"{account}/{job_id}/{execution_id}/{path}", value)
+                           for path, value in keys.items()}, sort_keys=True)
+
+    def open_keys(self, execution: Execution) -> dict[str, str]:
+        """The keys given at start or restart, in clear (for the worker only)."""
+        if not execution.sealed_keys:
+            return {}
+        context = {"accountAlias": execution.account_alias, "jobId": execution.job_id,
+                   "executionId": execution.execution_id}
+        opener = Opener(self._kms, context)
+        prefix = f"{execution.account_alias}/{execution.job_id}/{execution.execution_id}"
+        return {path: opener.open(f"{prefix}/{path}", envelope)
+                for path, envelope in json.loads(execution.sealed_keys).items()}
+
+    def start(self, account: str, job_id: str, body: Any, started_by: str | None,
+              execution_id: str | None = None, scheduled_time: int | None = None) -> dict:
+        """Create an execution of the job and dispatch its first attempt.
+
+        A schedule passes the `execution_id` it derives from its fire time: a second start with
+        the same id raises DuplicateExecution, so a fire delivered twice runs once.
+        """
+        request = parse_run_request(body)
+        job = self._jobs.load(account, job_id)
+        spec = json.loads(job.spec)
+        hosts = request.hosts or [host["id"] for host in spec["hosts"]]
+        chosen = execution_id is not None
+        execution_id = execution_id or str(uuid.uuid4())
+        now = now_ms()
+        execution = Execution(
+            job_id, execution_id, account_alias=account, created_time=now, status=states.PENDING,
+            attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
+            scheduled_time=scheduled_time, callbacks=json.dumps(spec["callbacks"]) if spec.get("callbacks") else None,
+            sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now)
+        try:
+            execution.save(condition=Execution.execution_id.does_not_exist())
+        except PutError as exc:
+            if chosen and exc.cause_response_code == "ConditionalCheckFailedException":
+                raise DuplicateExecution(f"execution {execution_id} exists already") from None
+            raise Conflict("execution id collision; retry") from exc
+        self._notify(execution, states.PENDING)
+        self._dispatch(execution, spec.get("executionTtl"))
+        return render_execution(execution)
+
+    def restart(self, account: str, job_id: str, execution_id: str, body: Any) -> dict:
+        """Run an ended, unsuccessful execution again on its failed hosts (or the body's)."""
+        request = parse_run_request(body)
+        execution = self._load(account, job_id, execution_id)
+        if execution.status not in states.RESTARTABLE:
+            raise Conflict(f"execution {execution_id} is {execution.status}; only FAILURE, INIT_FAILURE, "
+                           f"STOPPED or KILLED executions can be restarted")
+        job = self._jobs.load(account, job_id)
+        hosts = request.hosts or list(execution.failed_hosts or []) or list(execution.target_hosts or [])
+        attempt = int(execution.attempt) + 1
+        actions = [Execution.status.set(states.PENDING), Execution.attempt.set(attempt),
+                   Execution.target_hosts.set(hosts), Execution.failed_hosts.set([]),
+                   Execution.status_reason.remove(), Execution.task_token.remove(),
+                   Execution.updated_time.set(now_ms())]
+        if request.keys:
+            actions.append(Execution.sealed_keys.set(self._seal_keys(account, job_id, execution_id, request.keys)))
+        try:
+            execution.update(actions=actions, condition=states.transition_condition(
+                Execution, states.PENDING, attempt=int(execution.attempt)))
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from None
+            raise
+        self._notify(execution, states.PENDING)
+        self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
+        return render_execution(execution)
+
+    def _concurrency_limit(self, account: str) -> int:
+        try:
+            limit = Account.get(account, attributes_to_get=["maxConcurrent"]).max_concurrent
+        except DoesNotExist:
+            limit = None
+        return int(limit or self._settings.max_concurrent_per_account)
+
+    def _dispatch(self, execution: Execution, ttl_minutes: int | None) -> None:
+        """Start the workflow of the execution's current attempt, and the one enforcing its TTL."""
+        attempt = int(execution.attempt)
+        ttl_minutes = ttl_minutes or DEFAULT_TTL_MINUTES
+        ttl_seconds = ttl_minutes * self._settings.ttl_minute_seconds
+        settings = self._settings
+        common = {
+            "accountAlias": execution.account_alias,
+            "jobId": execution.job_id,
+            "executionId": execution.execution_id,
+            "attempt": attempt,
+            "attemptText": str(attempt),
+            "executionsTable": settings.table("ExecutionsTable"),
+            "callbackQueueUrl": settings.callback_queue_url,
+        }
+        workflow_input = dict(
+            common, queueUrl=settings.run_queue_url, accountsTable=settings.table("AccountsTable"),
+            concurrencyLimit=self._concurrency_limit(execution.account_alias),
+            heartbeatSeconds=settings.heartbeat_seconds,
+            # A bound on the whole wait; the TTL itself is enforced (gracefully) by the control workflow.
+            runTimeoutSeconds=ttl_seconds + settings.ttl_grace_seconds + settings.kill_window_seconds + 120)
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
+        ttl_input = dict(
+            common, action="ttl", ttlMinutes=ttl_minutes, deadline=deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            graceSeconds=settings.ttl_grace_seconds, killWindowSeconds=settings.kill_window_seconds,
+            escalationReason=f"time-to-live of {ttl_minutes} min reached; not stopped within "
+                             f"{settings.ttl_grace_seconds} s, killed")
+        try:
+            self._sfn.start_execution(stateMachineArn=settings.execution_state_machine_arn,
+                                      name=f"{execution.execution_id}-{attempt}", input=json.dumps(workflow_input))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                self._undispatchable(execution)
+                raise
+            return  # dispatched by a concurrent request: the name makes a second start impossible
+        except Exception:
+            self._undispatchable(execution)
+            raise
+        self._control(execution, ttl_input, "ttl")
+
+    def _undispatchable(self, execution: Execution) -> None:
+        logger.exception("could not dispatch execution %s attempt %d", execution.execution_id, int(execution.attempt))
+        execution.update(actions=[Execution.status.set(states.FAILURE),
+                                  Execution.status_reason.set("could not be dispatched to a worker"),
+                                  Execution.updated_time.set(now_ms())],
+                         condition=Execution.status == states.PENDING)
+
+    def ensure_dispatched(self, account: str, job_id: str, execution_id: str) -> bool:
+        """Dispatch a first attempt left PENDING with no workflow (its starter died in between).
+
+        True when this call dispatched it. Used by the schedule trigger on a repeated fire.
+        """
+        execution = self._load(account, job_id, execution_id)
+        if execution.status != states.PENDING or int(execution.attempt) != 1:
+            return False
+        arn = self._settings.execution_state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+        try:
+            self._sfn.describe_execution(executionArn=f"{arn}:{execution_id}-1")
+            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+                raise
+        self._dispatch(execution, json.loads(self._jobs.load(account, job_id).spec).get("executionTtl"))
+        return True
+
+
+    def _control(self, execution: Execution, control_input: dict, action: str) -> None:
+        """Start a control workflow (expiry, escalation, TTL) for the execution's attempt."""
+        name = f"{execution.execution_id}-{int(execution.attempt)}-{action}-{uuid.uuid4().hex[:8]}"
+        self._sfn.start_execution(stateMachineArn=self._settings.control_state_machine_arn, name=name,
+                                  input=json.dumps(control_input))
+
+    # --- stop and kill ------------------------------------------------------------------------
+
+    def stop(self, account: str, job_id: str, execution_id: str, body: Any, by: str | None) -> dict:
+        """Stop gracefully: the running task ends, no other starts; escalated to a kill after N s."""
+        expiry = parse_expiry(body)
+        return self._retrying(lambda: self._stop(self._load(account, job_id, execution_id), expiry, by))
+
+    def kill(self, account: str, job_id: str, execution_id: str, body: Any, by: str | None) -> dict:
+        """Kill now; unconfirmed by the worker within N s (0: 30 s), recorded KILLED all the same."""
+        expiry = parse_expiry(body)
+        return self._retrying(lambda: self._kill(self._load(account, job_id, execution_id), expiry, by))
+
+    @staticmethod
+    def _retrying(action):
+        # The status may change between our read and our conditional write (a worker claiming
+        # it, finishing it): decide again on the new status.
+        for _ in range(4):
+            try:
+                return action()
+            except StatusRaced:
+                continue
+        return action()
+
+    def _stop(self, execution: Execution, expiry: int, by: str | None) -> dict:
+        execution_id = execution.execution_id
+        reason = f"stopped by {by or 'a user'}"
+        if execution.status == states.PENDING:
+            return self._end_pending(execution, states.STOPPED, f"{reason} before it started")
+        if execution.status == states.STOPPING:
+            return render_execution(execution)
+        if execution.status not in (states.INITIALIZING, states.RUNNING):
+            raise Conflict(f"execution {execution_id} is {execution.status}: only a PENDING, INITIALIZING, "
+                           f"RUNNING or STOPPING execution can be stopped")
+        self._move(execution, states.STOPPING, reason)
+        if expiry > 0:
+            self._control(execution, self._control_input(execution, "stop", expiry,
+                          f"{reason}; not stopped within {expiry} s, killed"), "stop")
+        return render_execution(execution)
+
+    def _kill(self, execution: Execution, expiry: int, by: str | None) -> dict:
+        execution_id = execution.execution_id
+        reason = f"killed by {by or 'a user'}"
+        if execution.status == states.PENDING:
+            return self._end_pending(execution, states.KILLED, f"{reason} before it started")
+        if execution.status == states.KILLING:
+            return render_execution(execution)
+        if execution.status not in (states.INITIALIZING, states.RUNNING, states.STOPPING):
+            raise Conflict(f"execution {execution_id} is {execution.status}: only a PENDING, INITIALIZING, "
+                           f"RUNNING, STOPPING or KILLING execution can be killed")
+        self._move(execution, states.KILLING, reason)
+        self._control(execution, self._control_input(execution, "kill", expiry or self._settings.kill_window_seconds,
+                                                     reason), "kill")
+        return render_execution(execution)
+
+    def _control_input(self, execution: Execution, action: str, seconds: int, escalation: str) -> dict:
+        return {"jobId": execution.job_id, "executionId": execution.execution_id,
+                "attempt": int(execution.attempt), "executionsTable": self._settings.table("ExecutionsTable"),
+                "callbackQueueUrl": self._settings.callback_queue_url,
+                "action": action, "expirySeconds": seconds if action == "stop" else 0,
+                "killWindowSeconds": seconds if action == "kill" else self._settings.kill_window_seconds,
+                "escalationReason": escalation}
+
+    def _move(self, execution: Execution, target: str, reason: str) -> None:
+        """A conditional status change; a concurrent one that got there first makes this a 409."""
+        try:
+            execution.update(actions=[Execution.status.set(target), Execution.status_reason.set(reason),
+                                      Execution.updated_time.set(now_ms())],
+                             condition=states.transition_condition(Execution, target, attempt=int(execution.attempt)))
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise StatusRaced(f"execution {execution.execution_id} changed while becoming {target}") from None
+            raise
+        self._notify(execution, target)
+
+    def _end_pending(self, execution: Execution, target: str, reason: str) -> dict:
+        """A PENDING execution ends without running anything (its queued message will find it ended)."""
+        self._move(execution, target, reason)
+        return render_execution(execution)
+
+
+class DuplicateExecution(Conflict):
+    """An execution with the chosen id exists already (a schedule's fire delivered twice)."""
+
+
+class StatusRaced(Conflict):
+    """The execution's status changed between our read and our conditional write."""
+
+
+def parse_expiry(body: Any) -> int:
+    """`expiryDuration` of a stop or kill body: whole seconds, 0 by default."""
+    if body is None:
+        return 0
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object such as {\"expiryDuration\": 5}")
+    value = body.get("expiryDuration", 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
+        raise InvalidRequest("expiryDuration", "must be a whole number of seconds, 0 or more")
+    if value > 86400:
+        raise InvalidRequest("expiryDuration", "must be at most 86400 seconds")
+    return int(value)

@@ -1,0 +1,1 @@
+"""Jobs: validation of a job document and its storage."""

@@ -1,0 +1,1 @@
+"""Shared ground of every domain: settings, AWS clients, tables, errors, the HTTP edge, sealing."""

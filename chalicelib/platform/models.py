@@ -1,0 +1,250 @@
+"""PynamoDB models, one per table of infra/template.yaml, bound to table names at run time."""
+from __future__ import annotations
+
+import threading
+
+from pynamodb.attributes import (
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, LocalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.platform.aws import instrument
+from chalicelib.platform.config import Settings, get_settings
+
+
+class User(Model):
+    """A person or program that logs in; belongs to exactly one account."""
+
+    class Meta:
+        table_name = "runner-users"
+
+    username = UnicodeAttribute(hash_key=True)
+    password_hash = UnicodeAttribute(attr_name="passwordHash")
+    account_alias = UnicodeAttribute(attr_name="accountAlias")
+    roles = ListAttribute(of=UnicodeAttribute, default=list)
+    created_time = NumberAttribute(attr_name="createdTime")
+
+
+class Account(Model):
+    """An account alias and the counters kept in the same transaction as what they count."""
+
+    class Meta:
+        table_name = "runner-accounts"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    job_count = NumberAttribute(attr_name="jobCount", default=0)
+    created_time = NumberAttribute(attr_name="createdTime")
+    # Executions holding a run slot now (taken and given back by the execution workflow).
+    running_count = NumberAttribute(attr_name="runningCount", null=True)
+    # At most this many executions run at once; None: the service's default.
+    max_concurrent = NumberAttribute(attr_name="maxConcurrent", null=True)
+    # The HMAC key that signs the account's webhooks, sealed by KMS (JSON envelope).
+    webhook_secret = UnicodeAttribute(attr_name="webhookSecret", null=True)
+
+
+class JobsByCreatedTime(LocalSecondaryIndex):
+    """An account's jobs ordered by creation time (queried newest first)."""
+
+    class Meta:
+        index_name = "createdTime-index"
+        projection = AllProjection()
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    created_time = NumberAttribute(range_key=True, attr_name="createdTime")
+
+
+class Job(Model):
+    """A job definition: the public spec as JSON, the secrets sealed apart."""
+
+    class Meta:
+        table_name = "runner-jobs"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    job_id = UnicodeAttribute(range_key=True, attr_name="jobId")
+    created_time = NumberAttribute(attr_name="createdTime")
+    last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+    spec = UnicodeAttribute()
+    sealed = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+    by_created_time = JobsByCreatedTime()
+
+
+class Timer(MapAttribute):
+    """One attempt's run time, epoch ms (end is null while it runs)."""
+
+    start = NumberAttribute(null=True)
+    end = NumberAttribute(null=True)
+
+
+class ExecutionsByCreatedTime(LocalSecondaryIndex):
+    """A job's executions ordered by creation time (queried newest first)."""
+
+    class Meta:
+        index_name = "createdTime-index"
+        projection = AllProjection()
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    created_time = NumberAttribute(range_key=True, attr_name="createdTime")
+
+
+class Execution(Model):
+    """One execution of a job: its status, attempts and results. Status changes are conditional."""
+
+    class Meta:
+        table_name = "runner-executions"
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    execution_id = UnicodeAttribute(range_key=True, attr_name="executionId")
+    account_alias = UnicodeAttribute(attr_name="accountAlias")
+    created_time = NumberAttribute(attr_name="createdTime")
+    status = UnicodeAttribute()
+    status_reason = UnicodeAttribute(null=True, attr_name="statusReason")
+    attempt = NumberAttribute()
+    timers = ListAttribute(of=Timer, default=list)
+    target_hosts = ListAttribute(of=UnicodeAttribute, default=list, attr_name="targetHosts")
+    failed_hosts = ListAttribute(of=UnicodeAttribute, default=list, attr_name="failedHosts")
+    repository_log = UnicodeAttribute(null=True, attr_name="repositoryLog")  # JSON
+    pinned_commit = UnicodeAttribute(null=True, attr_name="pinnedCommit")
+    sealed_keys = UnicodeAttribute(null=True, attr_name="sealedKeys")  # JSON: keys given at start
+    started_by = UnicodeAttribute(null=True, attr_name="startedBy")
+    # The fire time of the schedule that started it (epoch ms); null for a start by a user.
+    scheduled_time = NumberAttribute(null=True, attr_name="scheduledTime")
+    # The job's callbacks when the execution started (JSON), and the last callback seq handed out.
+    callbacks = UnicodeAttribute(null=True)
+    notify_seq = NumberAttribute(null=True, attr_name="notifySeq")
+    task_token = UnicodeAttribute(null=True, attr_name="taskToken")
+    stats = UnicodeAttribute(null=True)  # JSON: per-host ok/changed/failed/unreachable/skipped
+    rc = NumberAttribute(null=True)
+    updated_time = NumberAttribute(null=True, attr_name="updatedTime")
+    by_created_time = ExecutionsByCreatedTime()
+
+
+class ExecutionEvent(Model):
+    """One ansible-runner event of an execution; seq orders them across attempts."""
+
+    class Meta:
+        table_name = "runner-execution-events"
+
+    execution_id = UnicodeAttribute(hash_key=True, attr_name="executionId")
+    seq = NumberAttribute(range_key=True)
+    attempt = NumberAttribute()
+    event = UnicodeAttribute()
+    host = UnicodeAttribute(null=True)
+    task = UnicodeAttribute(null=True)
+    stdout = UnicodeAttribute(null=True)
+    created = UnicodeAttribute(null=True)
+    data = UnicodeAttribute(null=True)  # JSON: the event's data, trimmed and masked
+    expires_at = NumberAttribute(null=True, attr_name="expiresAt")
+
+
+class ServiceAccount(Model):
+    """Credentials a schedule logs in with when it fires; the password is sealed by KMS."""
+
+    class Meta:
+        table_name = "runner-service-accounts"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    alias = UnicodeAttribute(range_key=True)
+    id = UnicodeAttribute()
+    username = UnicodeAttribute()
+    sealed_password = UnicodeAttribute(attr_name="sealedPassword")  # JSON envelope
+    # Schedules that name it, kept in the same transaction as each schedule write.
+    schedule_count = NumberAttribute(default=0, attr_name="scheduleCount")
+    created_time = NumberAttribute(attr_name="createdTime")
+    last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+
+
+class Schedule(Model):
+    """A job schedule: its trigger, the EventBridge Scheduler schedules that fire it, its last fire."""
+
+    class Meta:
+        table_name = "runner-schedules"
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    id = UnicodeAttribute(range_key=True)
+    account_alias = UnicodeAttribute(attr_name="accountAlias")
+    schedule_id = UnicodeAttribute(attr_name="scheduleId")  # base name of the Scheduler schedules
+    description = UnicodeAttribute(default="")
+    service_account_alias = UnicodeAttribute(attr_name="serviceAccountAlias")
+    trigger_type = UnicodeAttribute(attr_name="triggerType")  # cron | date
+    expression = UnicodeAttribute()
+    timezone = UnicodeAttribute(default="UTC")
+    # The Scheduler expressions (cron(...) or at(...)), one per Scheduler schedule, in name order.
+    aws_expressions = ListAttribute(of=UnicodeAttribute, attr_name="awsExpressions")
+    status = UnicodeAttribute(default="ACTIVE")  # ACTIVE | COMPLETED
+    revision = NumberAttribute(default=1)
+    last_fire_time = NumberAttribute(null=True, attr_name="lastFireTime")
+    last_execution_id = UnicodeAttribute(null=True, attr_name="lastExecutionId")
+    last_error = UnicodeAttribute(null=True, attr_name="lastError")
+    last_error_time = NumberAttribute(null=True, attr_name="lastErrorTime")
+    created_time = NumberAttribute(attr_name="createdTime")
+    last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+
+
+class Delivery(Model):
+    """One webhook delivery (a notice for one callback URL), or a URL that answered 410 Gone."""
+
+    class Meta:
+        table_name = "runner-deliveries"
+
+    execution_id = UnicodeAttribute(hash_key=True, attr_name="executionId")
+    delivery_id = UnicodeAttribute(range_key=True, attr_name="deliveryId")
+    url = UnicodeAttribute()
+    level = UnicodeAttribute(null=True)
+    seq = NumberAttribute(null=True)
+    type = UnicodeAttribute(null=True)
+    state = UnicodeAttribute()  # PENDING | DELIVERED | RETRYING | FAILED | GONE | SKIPPED
+    status_code = NumberAttribute(null=True, attr_name="statusCode")
+    tries = NumberAttribute(default=0)
+    last_error = UnicodeAttribute(null=True, attr_name="lastError")
+    first_try_time = NumberAttribute(null=True, attr_name="firstTryTime")
+    last_try_time = NumberAttribute(null=True, attr_name="lastTryTime")
+    expires_at = NumberAttribute(null=True, attr_name="expiresAt")
+
+
+# Model class -> logical id of its table in infra/template.yaml.
+MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable",
+          Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
+          Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable"}
+
+_bound: dict = {"settings": None, "connection": None}
+_lock = threading.Lock()
+
+
+def bind(settings: Settings | None = None) -> None:
+    """Point every model at its table and region; idempotent for the same settings."""
+    settings = settings or get_settings()
+    with _lock:
+        if _bound["settings"] == settings:
+            return
+        for model, logical_id in MODELS.items():
+            model.Meta.table_name = settings.table(logical_id)
+            model.Meta.region = settings.region
+            model.Meta.max_pool_connections = 32  # PynamoDB's default of 10 overflows under load
+            model._connection = None
+            instrument(model._get_connection().connection.client)
+        connection = Connection(region=settings.region)
+        instrument(connection.client)
+        _bound["connection"] = connection
+        _bound["settings"] = settings
+
+
+def connection() -> Connection:
+    """The shared connection transactions run on (a new one per call would cost a new client)."""
+    bind()
+    return _bound["connection"]
+
+
+def unbind() -> None:
+    """Forget the binding (tests switch endpoints between cases)."""
+    with _lock:
+        _bound["settings"] = None
+        _bound["connection"] = None
+        for model in MODELS:
+            model._connection = None

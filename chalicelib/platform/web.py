@@ -1,0 +1,167 @@
+"""HTTP edge: request parsing, the one place our errors become responses, and error shapes."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Callable
+
+from chalice import Response
+
+from chalicelib.platform.errors import Forbidden, InvalidRequest, PayloadTooLarge, RunnerError, Unauthenticated
+
+logger = logging.getLogger("runner.http")
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_PAGE = 1_000_000
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 100
+
+# Chalice's and API Gateway's own error codes -> ours.
+_FOREIGN_CODES = {
+    400: "InvalidRequest", 401: "Unauthenticated", 403: "Forbidden", 404: "NotFound",
+    405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
+    422: "Unprocessable", 500: "InternalError", 502: "InternalError", 503: "Unavailable",
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    """A JSON response (no body at all for 204)."""
+    if status == 204:
+        return Response(body="", status_code=204, headers=headers or {})
+    return Response(body=body, status_code=status,
+                    headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def error_response(error: RunnerError) -> Response:
+    """The response for one of our errors."""
+    return json_response(error.to_body(), error.status)
+
+
+def internal_error_body() -> dict:
+    """What a client sees of a fault of ours: nothing of its cause."""
+    return {"code": "InternalError", "message": "an internal error occurred; it has been logged"}
+
+
+def foreign_error_body(status: int, body: Any) -> dict:
+    """Our error shape for an error body produced by Chalice or API Gateway."""
+    message = None
+    if isinstance(body, dict):
+        message = body.get("Message") or body.get("message")
+    if status == 403 and message == "Missing Authentication Token":
+        status, message = 404, "no such route"
+    code = _FOREIGN_CODES.get(status, "Error")
+    if status >= 500:
+        return internal_error_body()
+    return {"code": code, "message": str(message or code)}
+
+
+def parse_json_body(raw: bytes | None, required: bool = True) -> Any:
+    """The request's JSON document; InvalidRequest for malformed JSON, 413 for a huge body."""
+    if raw is not None and len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes", "body")
+    if raw is None or not raw.strip():
+        if required:
+            raise InvalidRequest("body", "a JSON object is required")
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("body", f"malformed JSON: {exc}") from None
+
+
+def _int_param(params: dict, name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip(), 10)
+    except (ValueError, AttributeError):
+        raise InvalidRequest(name, f"must be an integer from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidRequest(name, f"must be an integer from {low} to {high}, got {value}")
+    return value
+
+
+def page_params(params: dict | None) -> tuple[int, int]:
+    """`page` (from 0) and `size` (1..100) of a list request."""
+    params = params or {}
+    return (_int_param(params, "page", 0, 0, MAX_PAGE),
+            _int_param(params, "size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE))
+
+
+def bool_param(params: dict | None, name: str, default: bool = False) -> bool:
+    """A true/false query parameter."""
+    raw = (params or {}).get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise InvalidRequest(name, f"must be true or false, got {raw!r}")
+
+
+def events_params(params: dict | None) -> tuple[int, int]:
+    """`after` (the last seq seen, default none) and `size` (1..1000) of an events request."""
+    params = params or {}
+    return (_int_param(params, "after", -1, -1, 2**53),
+            _int_param(params, "size", DEFAULT_PAGE_SIZE, 1, 1000))
+
+
+def caller_name(request: Any) -> str | None:
+    """The username of the token the authorizer accepted."""
+    context = (getattr(request, "context", None) or {}).get("authorizer") or {}
+    return context.get("principalId")
+
+
+def caller_account(request: Any) -> str:
+    """The account of the token the authorizer accepted."""
+    context = (getattr(request, "context", None) or {}).get("authorizer") or {}
+    account = context.get("accountAlias")
+    if not account:
+        raise Unauthenticated("no authenticated caller")
+    return account
+
+
+def api(view: Callable[..., Any], request_getter: Callable[[], Any]) -> Callable[..., Any]:
+    """Wrap a view: check the path's account is the token's, and map our errors to responses."""
+
+    @functools.wraps(view)
+    def wrapped(**kwargs: Any) -> Any:
+        try:
+            if "accountAlias" in kwargs and caller_account(request_getter()) != kwargs["accountAlias"]:
+                raise Forbidden(f"your token does not give access to account {kwargs['accountAlias']}",
+                                "accountAlias")
+            return view(**kwargs)
+        except RunnerError as error:
+            return error_response(error)
+        except Exception:  # noqa: BLE001 - the last line of defence: log it, answer no detail
+            logger.exception("unhandled error in %s", view.__name__)
+            return json_response(internal_error_body(), 500)
+
+    return wrapped
+
+
+def reshape_foreign_errors(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """HTTP middleware: Chalice's own error bodies (Code/Message) answered in our shape."""
+    response = get_response(event)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and "Code" in body and "Message" in body:
+        response.body = foreign_error_body(response.status_code, body)
+        response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def count_aws_calls(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """HTTP middleware (local mode only): header X-Runner-AWS-Calls lists the AWS calls a request made."""
+    from chalicelib.platform.aws import counting_calls
+    from chalicelib.platform.config import get_settings
+
+    if not get_settings().local_mode:
+        return get_response(event)
+    with counting_calls() as calls:
+        response = get_response(event)
+    response.headers["X-Runner-AWS-Calls"] = ",".join(calls) or "-"
+    return response

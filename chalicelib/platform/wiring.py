@@ -1,0 +1,86 @@
+"""Lazy, cached construction of the services the routes call (nothing is built at import)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from chalicelib.platform import aws
+from chalicelib.platform.config import get_settings
+from chalicelib.jobs.service import JobService
+from chalicelib.auth.tokens import SigningKey
+
+
+@lru_cache(maxsize=1)
+def job_service() -> JobService:
+    """The Jobs service bound to this process's settings."""
+    settings = get_settings()
+    return JobService(aws.client("kms"), settings.kms_key_id, settings.local_mode)
+
+
+@lru_cache(maxsize=1)
+def signing_key() -> SigningKey:
+    """The token signing key (read from Secrets Manager on first use)."""
+    return SigningKey(aws.client("secretsmanager"), get_settings().signing_secret_id)
+
+
+def reset() -> None:
+    """Forget every cached service (tests and local mode rebuild them)."""
+    job_service.cache_clear()
+    signing_key.cache_clear()
+    execution_service.cache_clear()
+    service_account_service.cache_clear()
+    schedule_service.cache_clear()
+    notifier.cache_clear()
+    webhook_secrets.cache_clear()
+    sender.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def execution_service():
+    """The Executions service bound to this process's settings."""
+    from chalicelib.executions.service import ExecutionService
+
+    return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings(), notifier())
+
+
+@lru_cache(maxsize=1)
+def service_account_service():
+    """The Service Accounts service bound to this process's settings."""
+    from chalicelib.auth.service_accounts import ServiceAccountService
+
+    return ServiceAccountService(aws.client("kms"), get_settings().kms_key_id)
+
+
+@lru_cache(maxsize=1)
+def schedule_service():
+    """The Schedules service bound to this process's settings."""
+    from chalicelib.schedules.eventbridge import SchedulerSchedules
+    from chalicelib.schedules.service import ScheduleService
+
+    settings = get_settings()
+    scheduler = SchedulerSchedules(aws.client("scheduler"), settings,
+                                   None if settings.trigger_function_arn else aws.client("cloudformation"))
+    return ScheduleService(job_service(), service_account_service(), execution_service(), scheduler, settings)
+
+
+@lru_cache(maxsize=1)
+def notifier():
+    """Puts callback notices on the callback queue."""
+    from chalicelib.callbacks.notices import Notifier
+
+    return Notifier(aws.client("sqs"), get_settings().callback_queue_url)
+
+
+@lru_cache(maxsize=1)
+def webhook_secrets():
+    """The accounts' webhook signing secrets."""
+    from chalicelib.callbacks.sender import WebhookSecrets
+
+    return WebhookSecrets(aws.client("kms"), get_settings().kms_key_id)
+
+
+@lru_cache(maxsize=1)
+def sender():
+    """The callback queue's handler."""
+    from chalicelib.callbacks.sender import Sender
+
+    return Sender(get_settings(), notifier(), aws.client("sqs"), webhook_secrets())

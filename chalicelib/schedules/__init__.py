@@ -1,0 +1,1 @@
+"""Schedules: Unix cron, its translation to EventBridge Scheduler, and the fire trigger."""

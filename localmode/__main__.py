@@ -1,0 +1,6 @@
+"""python -m localmode: start local mode in the foreground."""
+import sys
+
+from localmode.server import main
+
+sys.exit(main())

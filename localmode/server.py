@@ -1,0 +1,261 @@
+"""`make run`: the emulator, the tables, the bootstrap accounts and the API, in the foreground."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from chalice.config import Config
+from chalice.local import LocalChalice, LocalDevServer, ThreadedHTTPServer
+
+from chalicelib.platform import aws
+from chalicelib.platform import models
+from chalicelib.platform import wiring as services
+from chalicelib.platform.config import get_settings, reset_settings
+from localmode.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
+from localmode.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, tune_gc
+from localmode.gateway import RunnerRequestHandler
+from localmode.queue_poller import QueuePoller
+from localmode.schedule_tick import LocalScheduler
+from localmode.workers import DEFAULT_WORKERS, WorkerPool
+from localmode.snapshot import (
+    dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
+)
+from chalicelib.platform.template import load_template
+
+logger = logging.getLogger("runner.local")
+SNAPSHOT_EVERY_SECONDS = 30
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1")
+    return value
+
+
+def recover_executions(settings) -> int:
+    """Executions caught mid-run by a stop of local mode have no workflow any more: end them."""
+    from chalicelib.executions import states
+    from chalicelib.platform.models import Account, Execution
+
+    recovered = 0
+    for execution in Execution.scan(Execution.status.is_in(*states.ACTIVE)):
+        try:
+            execution.update(actions=[Execution.status.set(states.FAILURE),
+                                      Execution.status_reason.set("worker lost: local mode stopped while it ran"),
+                                      Execution.task_token.remove()],
+                             condition=Execution.status == execution.status)
+            recovered += 1
+        except Exception:  # noqa: BLE001 - another writer got there; nothing to recover
+            logger.warning("could not recover execution %s", execution.execution_id)
+    # No workflow holds a run slot any more.
+    for account in Account.scan(Account.running_count > 0):
+        account.update(actions=[Account.running_count.set(0)])
+    return recovered
+
+
+def _optional_port(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return int(raw) if raw else None
+
+
+class QuietThreadedHTTPServer(ThreadedHTTPServer):
+    """Chalice's threaded server, minus tracebacks on stderr when a client hangs up early."""
+
+    # Python's default backlog of 5 resets connections when many clients arrive at once.
+    request_queue_size = 128
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.debug("client %s went away: %s", client_address, error)
+            return
+        logger.error("error serving %s: %r", client_address, error)
+
+
+class PortTaken(Exception):
+    """The API port is in use."""
+
+
+class LocalRunner:
+    """Everything `make run` starts, and stops again in reverse order."""
+
+    def __init__(self, state_dir: Path, host: str, port: int, accounts: list[str]) -> None:
+        self.state_dir = state_dir
+        self.host = host
+        self.port = port
+        self.accounts = accounts
+        self.emulator: EmulatorProcess | None = None
+        self.workers: WorkerPool | None = None
+        self.scheduler: LocalScheduler | None = None
+        self.callbacks: QueuePoller | None = None
+        self.server: LocalDevServer | None = None
+        self.emulator_state = None
+        self.local_json: dict = {}
+        self._stop = threading.Event()
+        self._snapshot_lock = threading.Lock()
+
+    def _bind_api(self) -> None:
+        from app import app
+
+        app.__class__ = LocalChalice  # thread-local current_request, as `chalice local` does
+        try:
+            self.server = LocalDevServer(app, Config(), self.host, self.port,
+                                         handler_cls=RunnerRequestHandler, server_cls=QuietThreadedHTTPServer)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortTaken(f"port {self.port} on {self.host} is already in use: stop what runs there, "
+                                f"or choose another port with RUNNER_PORT=<port>") from None
+            raise
+
+    def start(self) -> dict:
+        """Start everything; answer the content of local.json."""
+        self._bind_api()  # first: a taken port must fail before anything else starts
+        template = load_template()
+        self.emulator = EmulatorProcess(port=_optional_port("RUNNER_EMULATOR_PORT"),
+                                        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        environment = emulator_environment(self.emulator.endpoint, self.emulator.region,
+                                           LOCAL_PREFIX, template)
+        os.environ.update(environment)
+        reset_settings()
+        aws.reset_clients()
+        models.unbind()
+        services.reset()
+        saved = read_snapshot(self.state_dir)
+        self.emulator_state = self.emulator.start(environment, saved[0] if saved else None)
+        os.environ["RUNNER_KMS_KEY_ID"] = self.emulator_state.kms_key_id
+        reset_settings()
+        services.reset()
+        settings = get_settings()
+        if saved:
+            restored = load_tables(self.emulator.client("dynamodb"), settings.tables, saved[1])
+            logger.info("restored %d items from %s", restored, self.state_dir)
+        models.bind(settings)
+        recover_executions(settings)
+        local_json_path = self.state_dir / "local.json"
+        entries = bootstrap_accounts(self.accounts, self.emulator_state.signing_key,
+                                     settings.token_ttl_seconds, previous_passwords(local_json_path))
+        base_url = f"http://{self.host}:{self.port}"
+        self.local_json = {"baseUrl": base_url, **entries[0], "accounts": entries}
+        write_private(local_json_path, json.dumps(self.local_json, indent=2) + "\n")
+        environment = {name: value for name, value in os.environ.items()
+                       if name.startswith(("AWS_", "RUNNER_")) and name not in ("RUNNER_PORT",)}
+        write_private(self.state_dir / "emulator.json",
+                      json.dumps({"endpoint": self.emulator.endpoint, "environment": environment}, indent=2))
+        self.snapshot()
+        threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
+        self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS),
+                                  {name: value for name, value in os.environ.items()
+                                   if name.startswith(("AWS_", "RUNNER_"))})
+        self.workers.start()
+        self._start_scheduler(settings)
+        self._start_callbacks(settings)
+        tune_gc()
+        return self.local_json
+
+    def _start_scheduler(self, settings) -> None:
+        """Schedules live in the tables; the emulator's Scheduler starts empty: fill it, then fire it."""
+        from app import schedule_trigger
+
+        outcome = services.schedule_service().reconcile()
+        if outcome["applied"]:
+            logger.info("restored %d schedules (%d missed while stopped)", outcome["applied"], outcome["missed"])
+        self.scheduler = LocalScheduler(aws.client("scheduler"), settings.schedule_group,
+                                        settings.trigger_function_arn, lambda event: schedule_trigger(event, None))
+        self.scheduler.start()
+
+    def _start_callbacks(self, settings) -> None:
+        """The callback sender, fed by the callback queue as Lambda would feed it."""
+        from app import callback_sender
+
+        self.callbacks = QueuePoller(aws.client("sqs"), settings.callback_queue_url, callback_sender, settings.region,
+                                     threads=8, batch_size=4)
+        self.callbacks.start()
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
+            try:
+                self.snapshot()
+            except Exception:  # noqa: BLE001 - a failed periodic save must not end the service
+                logger.exception("periodic snapshot failed")
+
+    def snapshot(self) -> Path:
+        """Save the tables and the emulator's keys to the state directory."""
+        with self._snapshot_lock:
+            tables = dump_tables(self.emulator.client("dynamodb"), get_settings().tables)
+            return save_snapshot(self.state_dir, self.emulator_state, tables)
+
+    def serve(self) -> None:
+        """Serve the API until interrupted."""
+        self.server.server.serve_forever(poll_interval=0.2)
+
+    def stop(self) -> None:
+        """Save state and stop everything (the API first, so no write is lost)."""
+        # A second Ctrl-C must not cut the save short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self._stop.set()
+        if self.server is not None:
+            self.server.server.server_close()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.callbacks is not None:
+            self.callbacks.stop()
+        if self.workers is not None:
+            self.workers.stop()
+        if self.emulator is not None and self.emulator_state is not None:
+            path = self.snapshot()
+            print(f"runner: state saved to {path}", flush=True)
+        if self.emulator is not None:
+            self.emulator.stop()
+            (self.state_dir / "emulator.json").unlink(missing_ok=True)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    """Run local mode in the foreground; Ctrl-C (or SIGTERM) stops it cleanly."""
+    logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulator's access log
+    state_dir = Path(os.environ.get("RUNNER_STATE_DIR", ".runner")).resolve()
+    try:
+        port = int(os.environ.get("RUNNER_PORT", "8000"))
+        accounts = parse_accounts(os.environ.get("RUNNER_LOCAL_ACCOUNTS"))
+    except ValueError as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 2
+    runner = LocalRunner(state_dir, os.environ.get("RUNNER_HOST", "127.0.0.1"), port, accounts)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        local = runner.start()
+    except PortTaken as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        runner.stop()
+        return 130
+    print(f"Runner is up on {local['baseUrl']}  (emulator on {runner.emulator.endpoint})")
+    for entry in local["accounts"]:
+        print(f"  account {entry['accountAlias']}: username {entry['username']}  password {entry['password']}")
+    print(f"  bearer token of {local['accountAlias']}: {local['bearerToken']}")
+    print(f"  credentials and tokens: {state_dir / 'local.json'}   (Ctrl-C stops)", flush=True)
+    try:
+        runner.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("runner: stopping", flush=True)
+        runner.stop()
+    return 0

@@ -1,0 +1,94 @@
+"""Local mode's stand-in for Lambda's SQS trigger: a supervised pool of worker processes."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import psutil
+
+logger = logging.getLogger("runner.local.workers")
+DEFAULT_WORKERS = 4
+
+
+def end_orphaned_runs(live_workers: list[int]) -> int:
+    """Kill what a dead worker left running: processes of a run that no live worker supervises.
+
+    On Lambda the whole sandbox goes with the worker; here its playbook would run on, orphaned.
+    """
+    live = set(live_workers)
+    ours = str(os.getpid())  # runs of another local mode on this machine are not ours to end
+    ended = 0
+    for process in psutil.process_iter():
+        try:
+            environment = process.environ()
+            if "RUNNER_RUN_ID" not in environment or environment.get("RUNNER_PARENT_PID") != ours:
+                continue
+            if live & {parent.pid for parent in process.parents()}:
+                continue
+            process.kill()
+            ended += 1
+        except psutil.Error:
+            continue
+    if ended:
+        logger.warning("ended %d processes left by a lost worker", ended)
+    return ended
+
+
+class WorkerPool:
+    """N worker processes polling the run queue; one that dies is replaced, as Lambda would."""
+
+    def __init__(self, count: int, environment: dict[str, str]) -> None:
+        self.count = count
+        self._environment = environment
+        self._processes: list[subprocess.Popen] = []
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    def _spawn(self) -> subprocess.Popen:
+        # Each worker leads a process group of its own, so that stopping it ends its playbooks too.
+        return subprocess.Popen([sys.executable, "-m", "localmode.worker_process"],
+                                env={**os.environ, **self._environment, "RUNNER_PARENT_PID": str(os.getpid())},
+                                start_new_session=True)
+
+    def start(self) -> None:
+        """Start the workers and their supervisor."""
+        self._processes = [self._spawn() for _ in range(self.count)]
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            replaced = False
+            for index, process in enumerate(self._processes):
+                if process.poll() is not None and not self._stopping.is_set():
+                    logger.warning("worker %d exited with %s; starting a new one", process.pid, process.returncode)
+                    self._processes[index] = self._spawn()
+                    replaced = True
+            if replaced:
+                end_orphaned_runs(self.pids())
+
+    def pids(self) -> list[int]:
+        """The workers' process ids."""
+        return [process.pid for process in self._processes]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every worker and whatever it started."""
+        self._stopping.set()
+        for process in self._processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for process in self._processes:
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
