@@ -2,36 +2,46 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest.ini sets a per-test timeout: a hang fails fast with the test's name.
+PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: run test unit functional e2e lint bench clean
+.PHONY: run test unit functional e2e lint bench image system-packages clean
+
+system-packages:
+	@PYTHON=$(PYTHON) scripts/ensure-system-packages
 
 # (Re)create the virtual environment whenever a requirements file changes.
 $(STAMP): requirements.txt requirements-worker.txt requirements-dev.txt
+	@PYTHON=$(PYTHON) scripts/ensure-system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
-run: $(STAMP)
+run: system-packages $(STAMP)
 	$(BIN)/python -m localmode
 
 lint: $(STAMP)
 	$(BIN)/cfn-lint infra/template.yaml
 
-test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+test: system-packages $(STAMP) lint
+	$(PYTEST) -n 2 --dist loadfile tests
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 functional: $(STAMP)
-	$(BIN)/python -m pytest -q tests/functional
+	$(PYTEST) tests/functional
 
-e2e: $(STAMP)
-	$(BIN)/python -m pytest -q tests/e2e
+e2e: system-packages $(STAMP)
+	$(PYTEST) tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python bench/api.py
+
+# The worker image, where a Docker engine exists (none is needed for local mode or the tests).
+image:
+	docker build -f runner_lambda/Dockerfile -t runner-worker .
 
 clean:
 	rm -rf $(VENV) .runner .pytest_cache
