@@ -42,8 +42,11 @@ def poll_forever(stop: list) -> None:
     # Local mode names itself: a worker started just as local mode died would otherwise take its
     # new parent (init) for local mode and poll forever.
     parent = int(os.environ.get("RUNNER_PARENT_PID") or os.getppid())
+    sandboxed = os.environ.get("RUNNER_SANDBOXED") == "1"
     while not stop:
-        if os.getppid() != parent:
+        # In a sandbox the worker is PID 1 (its parent is outside the namespace): the kernel ends
+        # it with the sandbox, which dies with local mode.
+        if not sandboxed and os.getppid() != parent:
             logger.warning("local mode is gone; worker %d exits", os.getpid())
             return
         try:

@@ -1,6 +1,7 @@
 """Local mode's stand-in for Lambda's SQS trigger: a supervised pool of worker processes."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -10,8 +11,11 @@ import threading
 
 import psutil
 
+from localmode.sandbox import SandboxPlan, worker_environment, wrap
+
 logger = logging.getLogger("runner.local.workers")
 DEFAULT_WORKERS = 4
+PR_SET_PDEATHSIG = 1
 
 
 def end_orphaned_runs(live_workers: list[int]) -> int:
@@ -38,21 +42,30 @@ def end_orphaned_runs(live_workers: list[int]) -> int:
     return ended
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when local mode's spawning thread goes away."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 class WorkerPool:
     """N worker processes polling the run queue; one that dies is replaced, as Lambda would."""
 
-    def __init__(self, count: int, environment: dict[str, str]) -> None:
+    def __init__(self, count: int, environment: dict[str, str], sandbox: SandboxPlan | None = None) -> None:
         self.count = count
         self._environment = environment
+        self._sandbox = sandbox
         self._processes: list[subprocess.Popen] = []
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
 
     def _spawn(self) -> subprocess.Popen:
-        # Each worker leads a process group of its own, so that stopping it ends its playbooks too.
-        return subprocess.Popen([sys.executable, "-m", "localmode.worker_process"],
-                                env={**os.environ, **self._environment, "RUNNER_PARENT_PID": str(os.getpid())},
-                                start_new_session=True)
+        command = [sys.executable, "-m", "localmode.worker_process"]
+        environment = {**os.environ, **self._environment, "RUNNER_PARENT_PID": str(os.getpid())}
+        if self._sandbox is not None:
+            command, environment = wrap(command, self._sandbox), worker_environment(environment)
+        # Each worker leads a process group of its own, so that stopping it ends its playbooks too;
+        # it dies with local mode (a sandbox's PID 1 takes every process of the sandbox with it).
+        return subprocess.Popen(command, env=environment, start_new_session=True, preexec_fn=_die_with_parent)
 
     def start(self) -> None:
         """Start the workers and their supervisor."""

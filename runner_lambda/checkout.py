@@ -45,6 +45,14 @@ class Checkout:
             "SSH_ASKPASS": "/bin/false",
             "LC_ALL": "C",
         })
+        if self.url.startswith("file://"):
+            # Local mode only: a file:// repository belongs to the host's user, not the worker's
+            # (the sandbox runs it as Lambda's user); git refuses such a repository by default.
+            # safe.directory counts only in protected (global or system) configuration.
+            self._scratch.mkdir(parents=True, exist_ok=True)
+            trusting = self._scratch / "gitconfig"
+            trusting.write_text("[safe]\n\tdirectory = *\n", encoding="utf-8")
+            env["GIT_CONFIG_GLOBAL"] = str(trusting)
         self._scratch.mkdir(parents=True, exist_ok=True)
         if self._credentials.password is not None:
             # git asks the askpass program for the username and the password; the program reads

@@ -9,6 +9,8 @@ from typing import Callable
 
 import ansible_runner
 
+from runner_lambda.pipe_spawn import use_pipes
+
 STAT_NAMES = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable", "skipped": "skipped"}
 
 
@@ -53,6 +55,8 @@ def per_host_stats(stats: dict | None) -> dict[str, dict[str, int]]:
 
 
 PLUGINS = Path(__file__).resolve().parent / "ansible_plugins"
+# On PYTHONPATH of ansible's processes: multiprocessing on pipes where /dev/shm is missing.
+SHM_FREE = Path(__file__).resolve().parent / "shm_free"
 
 
 def _environment(run: "PlaybookRun") -> dict[str, str]:
@@ -78,6 +82,7 @@ def _environment(run: "PlaybookRun") -> dict[str, str]:
         "RUNNER_STOP_FILE": run.stop_file,
         # Every process of the run carries this mark, so that a kill finds them all.
         "RUNNER_RUN_ID": run.run_id,
+        "PYTHONPATH": str(SHM_FREE),
     }
 
 
@@ -85,6 +90,7 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
                  should_cancel: Callable[[], bool]) -> PlaybookResult:
     """Run the playbook to its end (or until `should_cancel` says so)."""
 
+    use_pipes()
     final_stats: dict = {}
 
     def handle(event: dict) -> bool:

@@ -1,0 +1,53 @@
+"""Temporary directories the sandboxed workers can read.
+
+Local workers run in a Lambda-faithful sandbox: its /tmp is a tmpfs of its own and it runs as a
+non-root user. So the repositories tests hand to it as file:// URLs live outside /tmp (the rest
+of the machine is visible read-only inside), in directories that user may traverse and read.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DEFAULT_BASETEMP = Path("/var/tmp") / f"runner-tests-{os.getuid()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Put pytest's temporary directories under /var/tmp unless told otherwise."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = str(DEFAULT_BASETEMP)
+
+
+def _open(path: Path) -> Path:
+    """Make `path` and its parents up to the base readable and traversable by every user."""
+    for directory in [path, *path.parents]:
+        if directory == DEFAULT_BASETEMP.parent or directory == Path("/"):
+            break
+        directory.chmod(directory.stat().st_mode | 0o755)
+    return path
+
+
+class ReadableTempPathFactory:
+    """pytest's TempPathFactory whose directories the sandbox user can read (pytest makes 0700)."""
+
+    def __init__(self, inner: pytest.TempPathFactory) -> None:
+        self._inner = inner
+
+    def mktemp(self, basename: str, numbered: bool = True) -> Path:
+        """A new directory below the base, open to read."""
+        return _open(self._inner.mktemp(basename, numbered))
+
+    def getbasetemp(self) -> Path:
+        """The base directory, open to read."""
+        return _open(self._inner.getbasetemp())
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+@pytest.fixture(scope="session")
+def tmp_path_factory(tmp_path_factory: pytest.TempPathFactory) -> ReadableTempPathFactory:
+    """The built-in factory, with directories the sandboxed workers can read."""
+    return ReadableTempPathFactory(tmp_path_factory)
