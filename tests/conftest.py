@@ -7,23 +7,32 @@ of the machine is visible read-only inside), in directories that user may traver
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-DEFAULT_BASETEMP = Path("/var/tmp") / f"runner-tests-{os.getuid()}"
+RUNS = Path("/var/tmp") / f"runner-tests-{os.getuid()}"
+KEEP_SECONDS = 24 * 3600
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Put pytest's temporary directories under /var/tmp unless told otherwise."""
-    if config.option.basetemp is None and not hasattr(config, "workerinput"):
-        config.option.basetemp = str(DEFAULT_BASETEMP)
+    """Give this run a base directory of its own under /var/tmp, unless told otherwise."""
+    if config.option.basetemp is not None or hasattr(config, "workerinput"):
+        return  # xdist's workers get a subdirectory of the controller's base
+    RUNS.mkdir(mode=0o755, exist_ok=True)
+    RUNS.chmod(0o755)
+    for old in RUNS.glob("run-*"):
+        if old.stat().st_mtime < time.time() - KEEP_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = str(RUNS / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
 
 
 def _open(path: Path) -> Path:
-    """Make `path` and its parents up to the base readable and traversable by every user."""
+    """Make `path` and its parents up to the runs' directory readable and traversable by all."""
     for directory in [path, *path.parents]:
-        if directory == DEFAULT_BASETEMP.parent or directory == Path("/"):
+        if directory == RUNS or directory == Path("/"):
             break
         directory.chmod(directory.stat().st_mode | 0o755)
     return path
