@@ -19,6 +19,7 @@ from chalicelib.platform import wiring as services
 from chalicelib.platform.config import get_settings, reset_settings
 from localmode.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
 from localmode.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, tune_gc
+from localmode.examples import example_repository
 from localmode.gateway import RunnerRequestHandler
 from localmode.queue_poller import QueuePoller
 from localmode.schedule_tick import LocalScheduler
@@ -145,7 +146,8 @@ class LocalRunner:
         entries = bootstrap_accounts(self.accounts, self.emulator_state.signing_key,
                                      settings.token_ttl_seconds, previous_passwords(local_json_path))
         base_url = f"http://{self.host}:{self.port}"
-        self.local_json = {"baseUrl": base_url, **entries[0], "accounts": entries}
+        self.local_json = {"baseUrl": base_url, **entries[0], "accounts": entries,
+                           "exampleRepository": example_repository(self.state_dir)}
         write_private(local_json_path, json.dumps(self.local_json, indent=2) + "\n")
         environment = {name: value for name, value in os.environ.items()
                        if name.startswith(("AWS_", "RUNNER_")) and name not in ("RUNNER_PORT",)}
@@ -250,6 +252,7 @@ def main() -> int:
     for entry in local["accounts"]:
         print(f"  account {entry['accountAlias']}: username {entry['username']}  password {entry['password']}")
     print(f"  bearer token of {local['accountAlias']}: {local['bearerToken']}")
+    print(f"  example playbooks (branch main): {local['exampleRepository']}")
     print(f"  credentials and tokens: {state_dir / 'local.json'}   (Ctrl-C stops)", flush=True)
     try:
         runner.serve()
