@@ -1,1 +1,1 @@
-"""Local mode: the whole service on one machine, on an embedded AWS emulator (DESIGN.md section 2)."""
+"""Local mode: the whole service on one machine, on an embedded AWS emulator."""
