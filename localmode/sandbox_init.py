@@ -16,7 +16,9 @@ The new root is the host's root bound read-only, with:
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,7 @@ from localmode.sandbox import RUNTIME_ROOT, TASK_ROOT, SandboxPlan
 STAGING = Path("/mnt")  # a tmpfs mounted here, in this mount namespace only
 DEVICES = ("null", "zero", "full", "random", "urandom")
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 
 
 def mount(*args: str) -> None:
@@ -132,9 +135,11 @@ def enter(root: Path, plan: SandboxPlan) -> None:
     os.setgroups([])
     os.setresgid(plan.gid, plan.gid, plan.gid)
     os.setresuid(plan.uid, plan.uid, plan.uid)
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    # A change of user clears the parent-death signal unshare --kill-child set: set it again, so
+    # that the sandbox still ends with its unshare (which ends with local mode).
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def build(plan: SandboxPlan) -> None:
