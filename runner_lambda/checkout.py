@@ -6,6 +6,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner_lambda.isolation import run_environment
+
 GIT_TIMEOUT_SECONDS = 300
 # git's default date format, as the reference's repository_log shows it.
 LOG_FORMAT = "%H%x00%an%x00%ae%x00%ad%x00%B"
@@ -36,7 +38,9 @@ class Checkout:
         self._env = self._environment()
 
     def _environment(self) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+        # Built from nothing: git and its ssh never see the worker's own environment.
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        env = run_environment(home=self._scratch, temp=self._scratch)
         env.update({
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_CONFIG_NOSYSTEM": "1",
@@ -49,11 +53,9 @@ class Checkout:
             # Local mode only: a file:// repository belongs to the host's user, not the worker's
             # (the sandbox runs it as Lambda's user); git refuses such a repository by default.
             # safe.directory counts only in protected (global or system) configuration.
-            self._scratch.mkdir(parents=True, exist_ok=True)
             trusting = self._scratch / "gitconfig"
             trusting.write_text("[safe]\n\tdirectory = *\n", encoding="utf-8")
             env["GIT_CONFIG_GLOBAL"] = str(trusting)
-        self._scratch.mkdir(parents=True, exist_ok=True)
         if self._credentials.password is not None:
             # git asks the askpass program for the username and the password; the program reads
             # them from this process's environment, so they never appear in a URL or argv.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib.platform import aws
 from chalicelib.platform.config import get_settings
 from chalicelib.platform.wiring import execution_service, job_service, notifier
+from runner_lambda.isolation import EnvironmentTainted, close_worker, reset_environment
 from runner_lambda.processes import become_subreaper
 from runner_lambda.worker import Attempt, Dependencies, RunMessage
 
@@ -30,12 +32,29 @@ _context: dict = {"lambda": None}
 def run_record(record: SQSRecord) -> str:
     """Run the attempt a message names; a duplicate delivery runs nothing."""
     message = RunMessage.parse(record.body)
-    return Attempt(message, dependencies(), _context["lambda"]).run()
+    _leave_nothing()
+    try:
+        return Attempt(message, dependencies(), _context["lambda"]).run()
+    finally:
+        _leave_nothing()
+
+
+def _leave_nothing() -> None:
+    """Clean the environment between runs; one that cannot be cleaned serves no further run."""
+    try:
+        reset_environment()
+    except EnvironmentTainted as exc:
+        # Exiting discards the environment (Lambda starts a fresh one; local mode, a fresh
+        # sandbox). The attempt's result is already reported; a redelivered message is a duplicate.
+        logger.critical("%s; this environment is discarded", exc)
+        logging.shutdown()
+        os._exit(70)
 
 
 def handler(event: dict, context: Any) -> dict:
     """Process a batch; failed records are reported so that only they are delivered again."""
     become_subreaper()
+    close_worker()
     _context["lambda"] = context
     return process_partial_response(event=event, record_handler=run_record,
                                     processor=BatchProcessor(event_type=EventType.SQS), context=context)

@@ -1,14 +1,13 @@
 """Running one playbook with ansible-runner, streaming its events."""
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import ansible_runner
 
+from runner_lambda.isolation import run_environment
 from runner_lambda.pipe_spawn import use_pipes
 
 STAT_NAMES = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable", "skipped": "skipped"}
@@ -27,6 +26,9 @@ class PlaybookRun:
     tags: list[str] = field(default_factory=list)
     run_id: str = ""
     stop_file: str = ""
+    # The run's own HOME and TMPDIR (inside its private_data_dir unless given).
+    home: str = ""
+    temp: str = ""
 
 
 @dataclass
@@ -60,37 +62,37 @@ SHM_FREE = Path(__file__).resolve().parent / "shm_free"
 
 
 def _environment(run: "PlaybookRun") -> dict[str, str]:
-    private_data_dir = run.private_data_dir
-    # ansible-playbook lives beside this interpreter; without it on PATH ansible-runner gets rc 127.
-    bin_dir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
-    return {
-        "PATH": bin_dir + (os.pathsep + path if path else ""),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
+    """The run's whole environment (isolation.run_environment), plus how ansible must behave."""
+    private_data_dir = Path(run.private_data_dir)
+    return run_environment(
+        home=Path(run.home or private_data_dir / "home"), temp=Path(run.temp or private_data_dir / "tmp"),
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
         # No SSH connection outlives or is shared beyond its run, and only the run's own keys
         # are offered: never the worker's agent or default identities.
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o IdentitiesOnly=yes -o UserKnownHostsFile=/dev/null",
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(Path(private_data_dir) / "cp"),
-        "SSH_AUTH_SOCK": "",
-        "ANSIBLE_LOCAL_TEMP": str(Path(private_data_dir) / "tmp"),
+        ANSIBLE_SSH_ARGS="-o ControlMaster=no -o IdentitiesOnly=yes -o UserKnownHostsFile=/dev/null",
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(private_data_dir / "cp"),
         # Graceful stop: the linear strategy, checking the stop file before every task.
-        "ANSIBLE_STRATEGY_PLUGINS": str(PLUGINS / "strategy"),
-        "ANSIBLE_STRATEGY": "runner_linear",
-        "RUNNER_STOP_FILE": run.stop_file,
+        ANSIBLE_STRATEGY_PLUGINS=str(PLUGINS / "strategy"),
+        ANSIBLE_STRATEGY="runner_linear",
+        RUNNER_STOP_FILE=run.stop_file,
         # Every process of the run carries this mark, so that a kill finds them all.
-        "RUNNER_RUN_ID": run.run_id,
-        "PYTHONPATH": str(SHM_FREE),
-    }
+        RUNNER_RUN_ID=run.run_id,
+        # Multiprocessing on pipes where /dev/shm is missing (Lambda).
+        PYTHONPATH=str(SHM_FREE),
+    )
 
 
 def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
                  should_cancel: Callable[[], bool]) -> PlaybookResult:
     """Run the playbook to its end (or until `should_cancel` says so)."""
 
-    use_pipes()
+    environment = _environment(run)
+    for place in (environment["HOME"], environment["TMPDIR"]):
+        Path(place).mkdir(mode=0o700, parents=True, exist_ok=True)
+    use_pipes(granted=set(environment))
     final_stats: dict = {}
 
     def handle(event: dict) -> bool:
@@ -107,7 +109,7 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         limit=run.limit,
         extravars=run.extravars or None,
         tags=",".join(run.tags) if run.tags else None,
-        envvars=_environment(run),
+        envvars=environment,
         event_handler=handle,
         cancel_callback=should_cancel,
         settings={"pexpect_timeout": 0.2, "suppress_ansible_output": True},

@@ -1,0 +1,153 @@
+"""What a run may see, and what it leaves behind: the worker's side of tenant isolation.
+
+A playbook is hostile code running as the worker's user, in an environment that Lambda reuses
+for the next run, of any account. So:
+- its processes get an environment built from an allowlist, never the worker's own (which holds
+  the function's AWS credentials, the runtime API and the service's table and queue names);
+- the worker is not dumpable, so its /proc/<pid>/environ and memory are closed to them;
+- each run has its own HOME, ANSIBLE_HOME and TMPDIR inside its workspace, and no user site;
+- before a run starts and after it ends, every other process of the worker's user is killed and
+  /tmp is emptied; if anything survives, the worker exits and the environment is discarded.
+The last two apply only where the worker owns its whole environment (Lambda, or local mode's
+sandbox): elsewhere the same user runs everything else on the machine.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger("runner.worker")
+PR_SET_DUMPABLE = 4
+SCRATCH = Path("/tmp")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+KILL_ROUNDS = 5
+
+
+class EnvironmentTainted(Exception):
+    """Something of a run survived the cleanup: this environment must not serve another run."""
+
+
+def owns_environment() -> bool:
+    """Whether the worker owns its whole environment (Lambda or a local sandbox), as a non-root user."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.getuid() != 0
+
+
+def close_worker() -> bool:
+    """Make this process non-dumpable: its environment and memory closed to its children."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def run_environment(home: Path, temp: Path, **extra: str) -> dict[str, str]:
+    """The whole environment of a run's processes, from nothing: the tools, the run's own places."""
+    env = {
+        # ansible-playbook and its Python live beside this interpreter.
+        "PATH": f"{Path(sys.executable).parent}:{SYSTEM_PATH}",
+        "HOME": str(home),
+        "TMPDIR": str(temp),
+        "ANSIBLE_HOME": str(home / ".ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(temp / "ansible"),
+        "ANSIBLE_REMOTE_TEMP": "~/.ansible/tmp",
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+        "TZ": os.environ.get("TZ") or "UTC",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def not_inherited(env: dict[str, str], granted: set[str]) -> dict[str, str]:
+    """`env` less what it merely inherited from the worker: the granted keys, and what differs.
+
+    ansible-runner seeds a playbook's environment with a copy of the worker's; what it adds of
+    its own (its callback plugin, its artifact paths) differs from the worker's, so it stays.
+    """
+    own = os.environ
+    return {key: value for key, value in env.items()
+            if key in granted or key not in own or own[key] != value}
+
+
+def _ancestors() -> set[int]:
+    pids = set()
+    try:
+        for process in psutil.Process().parents():
+            pids.add(process.pid)
+    except psutil.Error:
+        pass
+    return pids
+
+
+def _strays() -> list[psutil.Process]:
+    """Every process of this user that is neither this worker nor one of its ancestors."""
+    spared = _ancestors() | {os.getpid()}
+    uid = os.getuid()
+    found = []
+    for process in psutil.process_iter(["uids"]):
+        try:
+            if process.pid not in spared and process.info["uids"] and process.info["uids"].real == uid:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_strays() -> list[int]:
+    """Stop, then kill, every other process of this user until none is left; answer survivors."""
+    for _ in range(KILL_ROUNDS):
+        strays = _strays()
+        if not strays:
+            return []
+        # Stopped first, so that none can fork a replacement while the others are killed.
+        for signal_number in (signal.SIGSTOP, signal.SIGKILL):
+            for process in strays:
+                try:
+                    process.send_signal(signal_number)
+                except psutil.Error:
+                    pass
+        psutil.wait_procs(strays, timeout=2)
+        _reap()
+    return [process.pid for process in _strays() if process.status() != psutil.STATUS_ZOMBIE]
+
+
+def empty_scratch(root: Path = SCRATCH) -> list[str]:
+    """Remove everything in /tmp; answer what could not be removed."""
+    left = []
+    for entry in list(root.iterdir()) if root.is_dir() else []:
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            left.append(entry.name)
+    return left
+
+
+def reset_environment() -> None:
+    """Leave nothing of one run for the next: raise EnvironmentTainted if anything survives."""
+    if not owns_environment():
+        return
+    survivors = kill_strays()
+    left = empty_scratch()
+    if survivors or left:
+        raise EnvironmentTainted(f"survived the cleanup: processes {survivors}, /tmp entries {left}")
