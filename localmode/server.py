@@ -23,6 +23,7 @@ from localmode.examples import example_repository
 from localmode.gateway import RunnerRequestHandler
 from localmode.queue_poller import QueuePoller
 from localmode.schedule_tick import LocalScheduler
+from localmode.sandbox import SandboxPlan, make_plan, unavailable_reason
 from localmode.workers import DEFAULT_WORKERS, WorkerPool
 from localmode.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
@@ -157,12 +158,21 @@ class LocalRunner:
         threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
         self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS),
                                   {name: value for name, value in os.environ.items()
-                                   if name.startswith(("AWS_", "RUNNER_"))})
+                                   if name.startswith(("AWS_", "RUNNER_"))},
+                                  self._sandbox_plan())
         self.workers.start()
         self._start_scheduler(settings)
         self._start_callbacks(settings)
         tune_gc()
         return self.local_json
+
+    def _sandbox_plan(self) -> SandboxPlan | None:
+        """Workers run in Lambda-faithful sandboxes wherever this machine allows; else say why."""
+        reason = unavailable_reason()
+        if reason:
+            print(f"runner: {reason}", file=sys.stderr, flush=True)
+            return None
+        return make_plan(self.state_dir)
 
     def _start_scheduler(self, settings) -> None:
         """Schedules live in the tables; the emulator's Scheduler starts empty: fill it, then fire it."""
