@@ -4,44 +4,43 @@
     .venv/bin/python bench/api.py                 # start local mode if none answers, 200 jobs
     .venv/bin/python bench/api.py --jobs 400 --json
     .venv/bin/python bench/api.py --base-url http://127.0.0.1:8000 --token <bearer>
+    .venv/bin/python bench/api.py --spawn --jobs 10 --clients 2     # quickest
 
-8 concurrent clients (one keep-alive requests.Session each) go through phases: GET /health (a
-baseline with no AWS call), create jobs (half of them with repository credentials, so their
+8 concurrent clients (one keep-alive session each, common.Client) go through phases: GET /health
+(a baseline with no AWS call), create jobs (half of them with repository credentials, so their
 secrets are sealed with KMS), get each, list pages (page 0 and pages > 0), update each (same body,
-new description), delete each. Every answer of
-local mode carries `X-Runner-AWS-Calls` (the AWS calls the request made); the benchmark reports
-per route p50/p99 latency, the count of AWS calls (median/max, DynamoDB/KMS/other) and the distinct
-call lists seen, then checks the targets (PASS/FAIL). Targets are a measurement: a FAIL does not
-change the exit code; a failed request (non-2xx, connection error) does (exit 1).
+new description), delete each. Every answer of local mode carries `X-Runner-AWS-Calls` (the AWS
+calls the request made); the benchmark reports per route p50/p99 latency (common.percentile:
+linear interpolation), the count of AWS calls (median/max, DynamoDB/KMS/other) and the distinct
+call lists seen, then checks the targets (PASS/FAIL).
+
+Exit code: targets are a measurement, a FAIL does not change it; 1 when a request failed (non-2xx,
+connection error) or the workload overran --deadline; 2 when the benchmark could not start.
 
 The server: --base-url/--token if given; else the one of ${RUNNER_STATE_DIR:-.runner}/local.json
-if it answers GET /health; else local mode started here (`python -m localmode` with a
-fresh RUNNER_STATE_DIR and a free RUNNER_PORT), stopped with SIGINT at the end.
+if it answers GET /health; else local mode started here (common.LocalMode: `python -m localmode`
+with a fresh RUNNER_STATE_DIR and a free RUNNER_PORT), stopped with SIGINT at the end.
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import json
-import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import (ApiError, Client, Credentials, Deadline, LocalMode, account_of_token, add_standard_arguments,
+                    answers_health, default_local_json, job_spec, log, read_credentials, run_benchmark,
+                    summarize as summary_of)
+
 WORKERS = 8
 PAGE_SIZE = 20
 CALLS_HEADER = "X-Runner-AWS-Calls"
@@ -51,14 +50,12 @@ ROUTES = ("health", "create", "create+secrets", "get", "list", "list page>0",
           "update", "update+secrets", "delete")
 
 
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------- measurements
 
 @dataclass
 class Sample:
+    """One timed request."""
+
     route: str
     ms: float
     status: int              # 0: no answer (connection error, timeout)
@@ -67,6 +64,8 @@ class Sample:
 
 @dataclass
 class Failure:
+    """One failed request (non-2xx, not the status expected, or no answer)."""
+
     route: str
     method: str
     path: str
@@ -76,11 +75,14 @@ class Failure:
 
 @dataclass
 class Recorder:
+    """The samples and failures of every worker thread."""
+
     samples: list[Sample] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, sample: Sample, failure: Failure | None) -> None:
+        """Record one request."""
         with self.lock:
             self.samples.append(sample)
             if failure is not None:
@@ -88,6 +90,7 @@ class Recorder:
 
 
 def parse_calls(header: str | None) -> list[str] | None:
+    """The AWS calls an X-Runner-AWS-Calls header lists ("-": none); None without the header."""
     if header is None:
         return None
     header = header.strip()
@@ -96,18 +99,8 @@ def parse_calls(header: str | None) -> list[str] | None:
     return [name.strip() for name in header.split(",") if name.strip()]
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def service_of(call: str) -> str:
+    """dynamodb, kms or other, for a call named "<Service>.<Operation>"."""
     service = call.split(".", 1)[0].lower()
     return service if service in ("dynamodb", "kms") else "other"
 
@@ -115,7 +108,7 @@ def service_of(call: str) -> str:
 def summarize(route: str, all_samples: list[Sample]) -> dict[str, Any]:
     """Figures of the route's successful (2xx) requests; failed ones are only counted."""
     samples = [s for s in all_samples if 200 <= s.status < 300]
-    latencies = [s.ms for s in samples]
+    latencies = summary_of(s.ms for s in samples)
     with_calls = [s.calls for s in samples if s.calls is not None]
     counts = [len(c) for c in with_calls]
     lists = Counter(",".join(c) or "-" for c in with_calls)
@@ -125,80 +118,61 @@ def summarize(route: str, all_samples: list[Sample]) -> dict[str, Any]:
         "route": route,
         "n": len(samples),
         "failed": len(all_samples) - len(samples),
-        "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
-        "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
-        "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
-        "max_ms": round(max(latencies), 2) if latencies else None,
+        "p50_ms": round(latencies.median, 2) if latencies else None,
+        "p99_ms": round(latencies.p99, 2) if latencies else None,
+        "mean_ms": round(statistics.fmean(s.ms for s in samples), 2) if latencies else None,
+        "max_ms": round(latencies.max, 2) if latencies else None,
         "calls_reported": len(with_calls),
         "calls_median": statistics.median(counts) if counts else None,
         "calls_max": max(counts) if counts else None,
-        "dynamodb": {"median": statistics.median(split["dynamodb"]), "max": max(split["dynamodb"])}
-        if counts else None,
-        "kms": {"median": statistics.median(split["kms"]), "max": max(split["kms"])} if counts else None,
-        "other": {"median": statistics.median(split["other"]), "max": max(split["other"])} if counts else None,
+        **{kind: {"median": statistics.median(split[kind]), "max": max(split[kind])} if counts else None
+           for kind in ("dynamodb", "kms", "other")},
         "call_lists": [{"calls": calls, "count": n} for calls, n in lists.most_common()],
     }
 
 
 # --------------------------------------------------------------------------- the client side
 
-class Client:
-    """One keep-alive session per worker thread."""
+class MeasuredClient:
+    """common.Client (one keep-alive session per worker thread), each request timed and recorded."""
 
-    def __init__(self, base_url: str, token: str, recorder: Recorder, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
+    def __init__(self, client: Client, recorder: Recorder, deadline: Deadline) -> None:
+        self.client = client
         self.recorder = recorder
-        self.timeout = timeout
-        self._local = threading.local()
-
-    def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers.update({"Authorization": f"Bearer {self.token}",
-                                    "Content-Type": "application/json",
-                                    "Accept": "application/json"})
-            self._local.session = session
-        return session
+        self.deadline = deadline
 
     def call(self, route: str | None, method: str, path: str, expect: int,
              body: Any = None) -> requests.Response | None:
         """One request, timed; route None = warm-up (not recorded, but failures still count)."""
-        data = json.dumps(body) if body is not None else None
+        self.deadline.check()  # each request is bounded by --timeout; the whole run by --deadline
+        name = route or "warm-up"
         start = time.perf_counter()
         try:
-            answer = self.session().request(method, self.base_url + path, data=data, timeout=self.timeout)
-            _ = answer.content
-        except requests.RequestException as exc:
+            answer = self.client.request(method, path, body, expect=expect)
+        except ApiError as error:
             ms = (time.perf_counter() - start) * 1000.0
-            self.recorder.add(Sample(route or "warm-up", ms, 0, None),
-                              Failure(route or "warm-up", method, path, 0, f"{type(exc).__name__}: {exc}"))
+            headers = error.response.headers if error.response is not None else {}
+            self.recorder.add(Sample(name, ms, error.status, parse_calls(headers.get(CALLS_HEADER))),
+                              Failure(name, method, path, error.status, error.detail))
             return None
         ms = (time.perf_counter() - start) * 1000.0
-        failure = None
-        if not 200 <= answer.status_code < 300 or answer.status_code != expect:
-            failure = Failure(route or "warm-up", method, path, answer.status_code, answer.text[:300])
-        sample = Sample(route or "warm-up", ms, answer.status_code, parse_calls(answer.headers.get(CALLS_HEADER)))
-        self.recorder.add(sample, failure)
-        return answer if failure is None else None
-
-    def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
+        self.recorder.add(Sample(name, ms, answer.status_code, parse_calls(answer.headers.get(CALLS_HEADER))), None)
+        return answer
 
 
-def job_body(n: int, secrets: bool, description: str = "bench") -> dict:
-    repository: dict[str, Any] = {"url": "https://example.com/org/repo.git", "defaultPlaybook": "site.yml"}
+def job_body(n: int, secrets: bool, description: str = "bench") -> dict[str, Any]:
+    """A job on a repository nobody clones (no execution starts); with secrets, they are sealed with KMS."""
+    body = job_spec("https://example.com/org/repo.git", "site.yml", description=description,
+                    host_vars={"ansible_connection": "local"})
     if secrets:
-        repository["credentials"] = {"username": "bench", "password": f"s3cret-{n}"}
-    return {"description": description, "repository": repository,
-            "hosts": [{"id": "localhost", "hostVars": {"ansible_connection": "local"}}]}
+        body["repository"]["credentials"] = {"username": "bench", "password": f"s3cret-{n}"}
+    return body
 
 
 @dataclass
 class Job:
+    """A job of the workload: its number, whether it has secrets, its id once created."""
+
     n: int
     secrets: bool
     job_id: str | None = None
@@ -211,7 +185,7 @@ def run_phase(name: str, pool: ThreadPoolExecutor, slices: list[list[Any]],
     start = time.perf_counter()
     futures = [pool.submit(lambda items=items: [work(item) for item in items]) for items in slices]
     for future in futures:
-        future.result()
+        future.result()  # re-raises a worker's DeadlineMissed
     elapsed = time.perf_counter() - start
     count = len(recorder.samples) - before
     log(f"{name}: {count} requests in {elapsed:.2f} s ({count / elapsed if elapsed else 0:.0f} req/s)")
@@ -219,10 +193,11 @@ def run_phase(name: str, pool: ThreadPoolExecutor, slices: list[list[Any]],
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """`items` dealt round-robin into `parts` slices."""
     return [items[i::parts] for i in range(parts)]
 
 
-def workload(client: Client, account: str, jobs: int, lists: int, warmup: bool,
+def workload(client: MeasuredClient, account: str, jobs: int, lists: int, warmup: bool,
              workers: int = WORKERS) -> dict[str, float]:
     """The phases; answers each phase's wall time."""
     base = f"/jobs/{account}"
@@ -284,157 +259,30 @@ def workload(client: Client, account: str, jobs: int, lists: int, warmup: bool,
 
 # --------------------------------------------------------------------------- the server side
 
-def local_json_path() -> Path:
-    state_dir = Path(os.environ.get("RUNNER_STATE_DIR", ".runner"))
-    if not state_dir.is_absolute():
-        state_dir = ROOT / state_dir
-    return state_dir / "local.json"
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def answers_health(base_url: str, timeout: float = 2.0) -> bool:
-    try:
-        return requests.get(base_url.rstrip("/") + "/health", timeout=timeout).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def account_of_token(token: str) -> str | None:
-    """The `acc` claim of a JWT, read without verifying it (only to name the account)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return claims.get("acc")
-    except (IndexError, ValueError, AttributeError):
-        return None
-
-
-class LocalMode:
-    """`python -m localmode` started here, in a fresh state directory, on a free port."""
-
-    def __init__(self, startup_timeout: float) -> None:
-        self.state_dir = Path(tempfile.mkdtemp(prefix="runner-bench-"))
-        self.port = free_port()
-        self.startup_timeout = startup_timeout
-        self.process: subprocess.Popen | None = None
-        self._log = None
-
-    def start(self) -> dict:
-        python = ROOT / ".venv" / "bin" / "python"
-        env = {**os.environ, "RUNNER_STATE_DIR": str(self.state_dir), "RUNNER_PORT": str(self.port)}
-        env.pop("RUNNER_HOST", None)
-        self._log = open(self.state_dir / "server.log", "wb")
-        self.process = subprocess.Popen(
-            [str(python if python.exists() else sys.executable), "-m", "localmode"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            # SIGINT stops it even when this benchmark was started with SIGINT ignored (`cmd &`).
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        log(f"starting local mode (pid {self.process.pid}, port {self.port}, state {self.state_dir})")
-        base_url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"local mode exited with code {self.process.returncode}:\n{self.log_tail()}")
-            if answers_health(base_url, timeout=1.0):
-                local = read_json(self.state_dir / "local.json")
-                if local and local.get("bearerToken"):
-                    log(f"local mode is up on {base_url} after {self.startup_timeout - (deadline - time.monotonic()):.1f} s")
-                    return local
-            time.sleep(0.2)
-        raise RuntimeError(f"local mode did not answer GET /health within {self.startup_timeout:.0f} s:\n"
-                           f"{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = (self.state_dir / "server.log").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                log(f"local mode (pid {self.process.pid}) did not stop on SIGINT within 30 s; terminating it")
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            log(f"local mode stopped (exit code {self.process.returncode})")
-        if self._log is not None:
-            self._log.close()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-
-
-def on_local_mode(startup_timeout: float, work: Callable[[dict], Any]) -> tuple[int, Any]:
-    """Start local mode, answer (0, work(local.json)) and stop it; (2, None) when it cannot start."""
-    server = LocalMode(startup_timeout)
-    try:
-        local = server.start()
-    except RuntimeError as error:
-        print(error, file=sys.stderr)
-        server.stop()
-        return 2, None
-    try:
-        return 0, work(local)
-    finally:
-        server.stop()
-
-
 def resolve_target(args: argparse.Namespace) -> tuple[str, str, str, LocalMode | None]:
     """(base URL, token, account alias, the local mode started here or None)."""
-    local = read_json(Path(args.local_json)) if args.local_json else None
+    local = read_credentials(Path(args.local_json)) if args.local_json else None
     if args.base_url or args.token:
-        base_url = args.base_url or (local or {}).get("baseUrl") or "http://127.0.0.1:8000"
-        token = args.token or (local or {}).get("bearerToken")
+        base_url = args.base_url or (local.base_url if local else "http://127.0.0.1:8000")
+        token = args.token or (local.token if local else None)
         if not token:
             raise RuntimeError("no token: pass --token, or have a local.json with bearerToken")
-        account = args.account or account_of_token(token) or (local or {}).get("accountAlias")
+        account = args.account or account_of_token(token) or (local.account if local else None)
         if not account:
             raise RuntimeError("the token names no account (is it a Runner bearer token?): pass --account")
         return base_url, token, account, None
-    if not args.spawn and local and local.get("baseUrl") and local.get("bearerToken") \
-            and answers_health(local["baseUrl"]):
-        log(f"using the running local mode at {local['baseUrl']} ({args.local_json})")
-        token = local["bearerToken"]
-        return local["baseUrl"], token, args.account or local.get("accountAlias") or account_of_token(token), None
+    if not args.spawn and local is not None and answers_health(local.base_url):
+        log(f"using the running local mode at {local.base_url} ({args.local_json})")
+        return local.base_url, local.token, args.account or local.account, None
     server = LocalMode(args.startup_timeout)
-    try:
-        started = server.start()
-    except BaseException:
-        server.stop()
-        raise
-    token = started["bearerToken"]
-    return started["baseUrl"], token, args.account or started.get("accountAlias") or account_of_token(token), server
-
-
-def check_token(base_url: str, token: str, account: str) -> None:
-    answer = requests.get(f"{base_url.rstrip('/')}/jobs/{account}?page=0&size=1",
-                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    if answer.status_code != 200:
-        raise RuntimeError(f"GET /jobs/{account} answered {answer.status_code} with that token: "
-                           f"{answer.text[:200]}")
+    started: Credentials = server.start()
+    return started.base_url, started.token, args.account or started.account, server
 
 
 # --------------------------------------------------------------------------- targets and output
 
 def targets(stats: dict[str, dict]) -> list[dict[str, Any]]:
+    """PASS/FAIL/n/a of each target: the AWS calls per route and the get p99."""
     results: list[dict[str, Any]] = []
 
     def calls_of(route: str) -> list[list[str]]:
@@ -472,12 +320,14 @@ def targets(stats: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def median_text(value: float | None) -> str:
+    """A median call count as text: whole numbers without decimals, ? for none."""
     if value is None:
         return "?"
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """The report as text: the route table, the call lists, phases, failures and targets."""
     out = sys.stdout
     print(f"Runner API benchmark: {report['baseUrl']}  account {report['account']}  "
           f"{report['workers']} clients  {report['jobs']} jobs  {report['requests']} requests "
@@ -538,6 +388,7 @@ def print_report(report: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", help="the API to measure (default: local.json's, or local mode started here)")
@@ -548,15 +399,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=200, help="jobs created, read, updated, deleted (default 200)")
     parser.add_argument("--lists", type=int, default=None,
                         help="list requests, half page 0, half page > 0 (default jobs/2)")
-    parser.add_argument("--local-json", default=str(local_json_path()),
+    parser.add_argument("--local-json", default=str(default_local_json()),
                         help="local.json of a running local mode (default ${RUNNER_STATE_DIR:-.runner}/local.json)")
     parser.add_argument("--spawn", action="store_true",
                         help="always start a fresh local mode, even if one answers at local.json's URL")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="skip the unrecorded warm-up requests")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
-    parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds to wait for local mode")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--deadline", type=float, default=600.0,
+                        help="seconds the whole workload may take; past it, the benchmark stops and fails "
+                             "(default 600)")
+    add_standard_arguments(parser, startup_timeout=90.0)
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -564,50 +417,48 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients must be at least 1")
     lists = args.lists if args.lists is not None else max(2, args.jobs // 2)
 
-    server: LocalMode | None = None
-    interrupted = False
-    try:
-        base_url, token, account, server = resolve_target(args)
-        check_token(base_url, token, account)
-        recorder = Recorder()
-        client = Client(base_url, token, recorder, args.timeout)
-        start = time.perf_counter()
-        try:
-            phases = workload(client, account, args.jobs, lists, args.warmup, args.clients)
-        except KeyboardInterrupt:
-            interrupted = True
-            phases = {}
-        seconds = time.perf_counter() - start
-    except (RuntimeError, requests.RequestException) as exc:
-        log(f"error: {exc}")
-        return 2
-    finally:
-        if server is not None:
-            server.stop()
+    recorder = Recorder()
 
-    by_route: dict[str, list[Sample]] = {}
-    for sample in recorder.samples:
-        if sample.route != "warm-up":
-            by_route.setdefault(sample.route, []).append(sample)
-    stats = {route: summarize(route, by_route[route]) for route in ROUTES if route in by_route}
-    report = {
-        "baseUrl": base_url, "account": account, "workers": args.clients, "jobs": args.jobs,
-        "requests": sum(s["n"] for s in stats.values()), "seconds": round(seconds, 2),
-        "phases": {k: round(v, 2) for k, v in phases.items()},
-        "routes": stats,
-        "failures": [vars(f) for f in recorder.failures],
-        "targets": targets(stats),
-    }
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
-    else:
-        print_report(report)
-    if interrupted:
-        log("interrupted")
-        return 130
-    return 1 if recorder.failures else 0
+    def measure() -> dict[str, Any]:
+        """The workload against the target server; the report."""
+        with ExitStack() as cleanup:
+            base_url, token, account, server = resolve_target(args)
+            if server is not None:
+                cleanup.callback(server.stop)
+            client = cleanup.enter_context(Client(base_url, token, args.timeout))
+            # A wrong token or account would fail every request of the workload: say so once, up front.
+            client.call("GET", f"/jobs/{account}", params={"page": 0, "size": 1}, expect=200)
+            measured = MeasuredClient(client, recorder, Deadline(args.deadline, "the workload (--deadline)"))
+            start = time.perf_counter()
+            interrupted = False
+            try:
+                phases = workload(measured, account, args.jobs, lists, args.warmup, args.clients)
+            except KeyboardInterrupt:  # report what was measured so far
+                phases, interrupted = {}, True
+            seconds = time.perf_counter() - start
+        by_route: dict[str, list[Sample]] = {}
+        for sample in recorder.samples:
+            if sample.route != "warm-up":
+                by_route.setdefault(sample.route, []).append(sample)
+        stats = {route: summarize(route, by_route[route]) for route in ROUTES if route in by_route}
+        return {
+            "baseUrl": base_url, "account": account, "workers": args.clients, "jobs": args.jobs,
+            "requests": sum(s["n"] for s in stats.values()), "seconds": round(seconds, 2),
+            "phases": {k: round(v, 2) for k, v in phases.items()},
+            "routes": stats,
+            "failures": [vars(f) for f in recorder.failures],
+            "targets": targets(stats),
+            "interrupted": interrupted,
+        }
 
+    def exit_code(report: dict[str, Any]) -> int:
+        """130 when interrupted, 1 when a request failed, else 0."""
+        if report["interrupted"]:
+            log("interrupted")
+            return 130
+        return 1 if report["failures"] else 0
+
+    return run_benchmark(measure, args.json, print_report, exit_code)
 
 if __name__ == "__main__":
     sys.exit(main())

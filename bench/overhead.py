@@ -4,6 +4,7 @@
     .venv/bin/python bench/overhead.py                  # start local mode here, 10 + 20 runs
     .venv/bin/python bench/overhead.py --json
     .venv/bin/python bench/overhead.py --runs 5 --burst 8 --workers 2
+    .venv/bin/python bench/overhead.py --runs 1 --burst 2 --warmup 0 --workers 1    # quickest
 
 A temporary git repository holds `hello.yml` (one debug task on localhost). The phases:
 
@@ -16,11 +17,11 @@ A temporary git repository holds `hello.yml` (one debug task on localhost). The 
    (timed as the subprocess). Reported: both medians, their difference (the overhead per
    execution; target <= 1.0 s) and their ratio.
 2. Burst: --burst executions started at once (POSTs from a thread pool, each on a keep-alive
-   connection its thread opened before; --fresh-connections: connect at once too, which local
-   mode's listen backlog of 5 answers with connection resets now and then), timed until all are
-   seen SUCCESS (one list request per poll); versus --burst bare runs on a pool as wide as local
-   mode's worker processes (--workers, default ${RUNNER_LOCAL_WORKERS:-4}). Reported: both wall
-   times and API throughput / bare throughput (target >= 0.8).
+   connection its thread opened before; --fresh-connections: connect at once too, so that the
+   server's accept backlog is measured as well), timed until all are seen SUCCESS (one list
+   request per poll); versus --burst bare runs on a pool as wide as local mode's worker processes
+   (--workers, default ${RUNNER_LOCAL_WORKERS:-4}). Reported: both wall times and API throughput /
+   bare throughput (target >= 0.8).
 
 Where the API's time goes, from each execution's own record (same host, so epoch clocks agree):
   accept  = created_time - the client's POST      (the start request, until the record exists)
@@ -30,104 +31,65 @@ Where the API's time goes, from each execution's own record (same host, so epoch
 and, inside `run` (sequential phase, from the execution's events): before the first ansible event
 (claim, git clone, inventory, ansible-runner start-up), ansible's own events, after the last one.
 
-The server: local mode started here (`python -m localmode`, fresh RUNNER_STATE_DIR, free
-RUNNER_PORT, RUNNER_LOCAL_WORKERS=--workers), stopped with SIGINT at the end; or --base-url and
---token of a running one on this host (it must see the file:// repository; pass --workers).
-Targets are a measurement: a FAIL does not change the exit code. The exit code is 1 when a run did
-not end SUCCESS (API or bare) or the API answered an error, 2 when the benchmark could not start.
+Every wait has a deadline: a run (API or bare) --run-timeout, the burst --burst-timeout; a run
+past it counts as failed (printed under Failures) and the benchmark goes on to its report. Medians
+and percentiles are common.percentile's (linear interpolation).
+
+The server: local mode started here (common.LocalMode: `python -m localmode`, fresh
+RUNNER_STATE_DIR, free RUNNER_PORT, RUNNER_LOCAL_WORKERS=--workers), stopped with SIGINT at the
+end; or --base-url and --token of a running one on this host (it must see the file:// repository;
+pass --workers). Targets are a measurement: a FAIL does not change the exit code. The exit code is
+1 when a run did not end SUCCESS (API or bare) or the API answered an error, 2 when the benchmark
+could not start.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import requests
+from common import (FINAL_STATUSES, VENV_BIN, ApiError, Client, Deadline, DeadlineMissed, Jobs, LocalMode,
+                    account_of_token, add_standard_arguments, clone_repository, debug_playbook, event_epoch_ms,
+                    file_url, job_spec, log, make_repository, median, now_ms, print_summary, run_benchmark,
+                    scratch_directory, summarize)
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = ROOT / ".venv" / "bin"
 PLAYBOOK = "hello.yml"
-PLAYBOOK_TEXT = "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: msg=hello\n"
-FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 OVERHEAD_TARGET_S = 1.0
 THROUGHPUT_TARGET = 0.8
 
 
-def _load_api_bench():
-    """bench/api.py (for LocalMode and account_of_token), under a name no other module uses."""
-    spec = importlib.util.spec_from_file_location("runner_bench_api", Path(__file__).with_name("api.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-_api = _load_api_bench()
-LocalMode = _api.LocalMode
-account_of_token = _api.account_of_token
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
-
-
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def rnd(value: float | None, digits: int = 3) -> float | None:
+    """round() that lets None through."""
     return None if value is None else round(value, digits)
-
-
-# --------------------------------------------------------------------------- the repository
-
-def make_repository(directory: Path) -> tuple[Path, Path]:
-    """A git repository with hello.yml on master, and a clone of it for the bare runs."""
-    repo = directory / "repo"
-    repo.mkdir()
-    (repo / PLAYBOOK).write_text(PLAYBOOK_TEXT, encoding="utf-8")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
-    for args in (["init", "-q", "-b", "master"], ["add", PLAYBOOK], ["commit", "-q", "-m", "hello"]):
-        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-    checkout = directory / "checkout"
-    subprocess.run(["git", "clone", "-q", str(repo), str(checkout)], env=env, check=True, capture_output=True)
-    return repo, checkout
 
 
 # --------------------------------------------------------------------------- bare ansible-playbook
 
 @dataclass
 class BareRun:
+    """One run of ansible-playbook without the API."""
+
     seconds: float
     ok: bool
     detail: str = ""
 
 
 def bare_environment() -> dict[str, str]:
+    """The environment of a bare run: the venv's ansible first on PATH, no colours, no retry files."""
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False"}
 
 
 def bare_run(checkout: Path, env: dict[str, str], timeout: float) -> BareRun:
+    """`ansible-playbook -i localhost, -c local hello.yml` in the checkout, timed (killed after `timeout`)."""
     python = VENV_BIN / "python"
     command = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", PLAYBOOK,
                "-e", f"ansible_python_interpreter={python}"]
@@ -144,81 +106,6 @@ def bare_run(checkout: Path, env: dict[str, str], timeout: float) -> BareRun:
 
 # --------------------------------------------------------------------------- the API
 
-class ApiError(Exception):
-    """The API answered an error (or did not answer)."""
-
-
-class Api:
-    """One keep-alive session per thread."""
-
-    def __init__(self, base_url: str, token: str, account: str, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.account = account
-        self.timeout = timeout
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers.update({"Authorization": f"Bearer {self.token}",
-                                    "Content-Type": "application/json", "Accept": "application/json"})
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
-    def call(self, method: str, path: str, expect: int, body: Any = None) -> Any:
-        with self._lock:
-            self.requests += 1
-        try:
-            answer = self._session().request(method, self.base_url + path, timeout=self.timeout,
-                                             data=json.dumps(body) if body is not None else None)
-        except requests.RequestException as exc:
-            raise ApiError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        if answer.status_code != expect:
-            raise ApiError(f"{method} {path} answered {answer.status_code} (expected {expect}): {answer.text[:300]}")
-        return answer.json()
-
-    def create_job(self, repo: Path, description: str) -> str:
-        body = {"description": description,
-                "repository": {"url": repo.resolve().as_uri(), "defaultPlaybook": PLAYBOOK},
-                "hosts": [{"id": "localhost"}]}
-        created = self.call("POST", f"/jobs/{self.account}", 201, body)
-        return created[0]["id"]
-
-    def start(self, job_id: str) -> dict:
-        return self.call("POST", f"/jobs/{self.account}/{job_id}/start", 201, {})
-
-    def execution(self, job_id: str, execution_id: str) -> dict:
-        return self.call("GET", f"/jobs/{self.account}/{job_id}/executions/{execution_id}", 200)
-
-    def executions(self, job_id: str) -> list[dict]:
-        results: list[dict] = []
-        page = 0
-        while True:
-            answer = self.call("GET", f"/jobs/{self.account}/{job_id}/executions?page={page}&size=100", 200)
-            results += answer["results"]
-            if len(results) >= answer["totalSize"] or not answer["results"]:
-                return results
-            page += 1
-
-    def events(self, job_id: str, execution_id: str) -> list[dict]:
-        path = f"/jobs/{self.account}/{job_id}/executions/{execution_id}/events?size=1000"
-        return self.call("GET", path, 200)["results"]
-
-    def close(self) -> None:
-        """Close the sessions of every thread."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-
-
 @dataclass
 class ApiRun:
     """One execution: client-side times (perf_counter s, epoch ms) and its final record."""
@@ -234,6 +121,7 @@ class ApiRun:
 
     @property
     def ok(self) -> bool:
+        """Whether it ended SUCCESS without a client-side error."""
         return self.error is None and self.status == "SUCCESS"
 
     def split(self) -> dict[str, float | None]:
@@ -251,23 +139,10 @@ class ApiRun:
         }
 
 
-def parse_created(value: str | None) -> float | None:
-    """An event's `created` (ISO 8601 from ansible-runner; UTC when it names no zone) as epoch ms."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp() * 1000.0
-
-
 def event_phases(run: ApiRun, events: list[dict]) -> dict[str, float | None]:
     """Inside the worker's attempt: before the first ansible event, ansible, after the last one."""
     timers = run.document.get("timers") or []
-    times = [t for t in (parse_created(e.get("created")) for e in events) if t is not None]
+    times = [t for t in (event_epoch_ms(e.get("created")) for e in events) if t is not None]
     if not timers or not times or timers[0].get("end") is None:
         return {}
     claim, end = timers[0]["start"], timers[0]["end"]
@@ -275,40 +150,31 @@ def event_phases(run: ApiRun, events: list[dict]) -> dict[str, float | None]:
             "after_ansible_ms": end - max(times), "events": len(events)}
 
 
-def api_sequential_run(api: Api, job_id: str, poll: float, timeout: float, with_events: bool) -> ApiRun:
+def api_sequential_run(jobs: Jobs, job_id: str, poll: float, timeout: float, with_events: bool) -> ApiRun:
+    """Start one execution and poll it every `poll` s until final (at most `timeout` s)."""
     run = ApiRun()
     start = time.perf_counter()
     run.post_epoch_ms = now_ms()
     try:
-        started = api.start(job_id)
-        run.execution_id = started["execution_id"]
-        deadline = start + timeout
-        while True:
-            document = api.execution(job_id, run.execution_id)
-            if document["status"] in FINAL:
-                run.seconds = time.perf_counter() - start
-                run.seen_epoch_ms = now_ms()
-                run.status, run.document = document["status"], document
-                break
-            if time.perf_counter() > deadline:
-                run.status, run.document = document["status"], document
-                run.error = f"still {document['status']} after {timeout:g} s"
-                return run
-            time.sleep(poll)
+        run.execution_id = jobs.start(job_id)
+        document = jobs.wait_final(job_id, run.execution_id, timeout - (time.perf_counter() - start), poll)
+        run.seconds = time.perf_counter() - start
+        run.seen_epoch_ms = now_ms()
+        run.status, run.document = document["status"], document
         if with_events:
-            run.phases = event_phases(run, api.events(job_id, run.execution_id))
-    except ApiError as exc:
+            run.phases = event_phases(run, jobs.events(job_id, run.execution_id))
+    except (ApiError, DeadlineMissed) as exc:
         run.error = str(exc)
     return run
 
 
-def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
+def api_burst(jobs: Jobs, job_id: str, count: int, poll: float, timeout: float,
               fresh_connections: bool = False) -> tuple[float | None, list[ApiRun]]:
     """Start `count` executions at once; the wall time until all are seen final (one list per poll).
 
     Each POST goes from a thread of its own, on a keep-alive connection that thread opened before
     the burst (a GET of the job), unless `fresh_connections`: then the POSTs open their connections
-    at once, which local mode's listen backlog of 5 does not always take (connection resets).
+    at once too, and the server's accept backlog is part of what is measured.
     """
     runs = [ApiRun() for _ in range(count)]
     released: list[float] = []   # when the last thread reached the barrier: the burst's start
@@ -317,7 +183,7 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
     def start_one(run: ApiRun) -> None:
         if not fresh_connections:
             try:
-                api.call("GET", f"/jobs/{api.account}/{job_id}", 200)
+                jobs.get(job_id)
             except ApiError as exc:
                 run.error = str(exc)
         try:
@@ -328,7 +194,7 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
             return
         run.post_epoch_ms = now_ms()
         try:
-            run.execution_id = api.start(job_id)["execution_id"]
+            run.execution_id = jobs.start(job_id)
         except ApiError as exc:
             run.error = str(exc)
 
@@ -341,13 +207,13 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
     log(f"burst: {count} POSTs answered in {posted:.2f} s")
     by_id = {run.execution_id: run for run in runs if run.execution_id}
     pending = set(by_id)
-    deadline = start + timeout
+    deadline = Deadline(timeout - posted, f"the burst of {count} (--burst-timeout {timeout:g} s)")
     wall = None
     try:
         while pending:
-            for document in api.executions(job_id):
+            for document in jobs.executions(job_id, seconds=max(1.0, deadline.remaining())):
                 run = by_id.get(document["execution_id"])
-                if run is not None and run.execution_id in pending and document["status"] in FINAL:
+                if run is not None and run.execution_id in pending and document["status"] in FINAL_STATUSES:
                     run.seconds = time.perf_counter() - start
                     run.seen_epoch_ms = now_ms()
                     run.status = document["status"]
@@ -355,18 +221,19 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
             if not pending:
                 wall = time.perf_counter() - start
                 break
-            if time.perf_counter() > deadline:
+            if deadline.expired:
+                log(f"FAILED: {deadline.what}: {len(pending)} executions not final after {timeout:g} s")
                 for execution_id in pending:
                     by_id[execution_id].error = f"not final after {timeout:g} s"
                 break
             time.sleep(poll)
         # The records as a consistent read has them (timers, created_time), after the timing.
         for run in by_id.values():
-            document = api.execution(job_id, run.execution_id)
+            document = jobs.execution(job_id, run.execution_id)
             run.document = document
             if run.status is None:
                 run.status = document["status"]
-    except ApiError as exc:
+    except (ApiError, DeadlineMissed) as exc:
         for run in runs:
             if run.error is None and run.status is None:
                 run.error = str(exc)
@@ -378,6 +245,7 @@ def api_burst(api: Api, job_id: str, count: int, poll: float, timeout: float,
 # --------------------------------------------------------------------------- figures
 
 def split_medians(runs: list[ApiRun]) -> dict[str, float | None]:
+    """Medians of the successful runs' accept/queue/run/seen (and event phases where measured), in ms."""
     splits = [run.split() for run in runs if run.ok]
     keys = ("accept_ms", "queue_ms", "run_ms", "seen_ms")
     figures = {key: rnd(median([s[key] for s in splits]), 1) for key in keys}
@@ -401,6 +269,7 @@ def utilisation(runs: list[ApiRun], workers: int) -> dict[str, float | None]:
 
 
 def failures_of(api_runs: list[ApiRun], bare_runs: list[BareRun], phase: str) -> list[dict]:
+    """The runs that did not succeed, as report entries."""
     failures = [{"phase": phase, "kind": "api", "execution_id": run.execution_id, "status": run.status,
                  "detail": run.error or (run.document or {}).get("status_reason")}
                 for run in api_runs if not run.ok]
@@ -408,14 +277,14 @@ def failures_of(api_runs: list[ApiRun], bare_runs: list[BareRun], phase: str) ->
     return failures
 
 
-def warmup_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
+def warmup_phase(jobs: Jobs, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
     """Unrecorded warm-up: one execution per worker process at once (each worker builds its AWS
     clients on its first message, which costs ~0.5 s), and one bare run, --warmup times."""
     env = bare_environment()
     api_runs: list[ApiRun] = []
     bare_runs: list[BareRun] = []
     for _ in range(args.warmup):
-        wall, runs = api_burst(api, job_id, args.workers, args.burst_poll, args.burst_timeout)
+        wall, runs = api_burst(jobs, job_id, args.workers, args.burst_poll, args.burst_timeout)
         api_runs += runs
         bare_runs.append(bare_run(checkout, env, args.run_timeout))
         log(f"warm-up: {args.workers} executions at once in {wall if wall is not None else float('nan'):.2f} s "
@@ -425,12 +294,13 @@ def warmup_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace
             "failures": failures_of(api_runs, bare_runs, "warm-up")}
 
 
-def sequential_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
+def sequential_phase(jobs: Jobs, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
+    """--runs API runs interleaved with --runs bare runs; their figures side by side."""
     env = bare_environment()
     api_runs: list[ApiRun] = []
     bare_runs: list[BareRun] = []
     for index in range(args.runs):
-        api_runs.append(api_sequential_run(api, job_id, args.poll, args.run_timeout, with_events=True))
+        api_runs.append(api_sequential_run(jobs, job_id, args.poll, args.run_timeout, with_events=True))
         bare_runs.append(bare_run(checkout, env, args.run_timeout))
         a, b = api_runs[-1], bare_runs[-1]
         log(f"sequential {index + 1}/{args.runs}: API {a.seconds or float('nan'):.3f} s ({a.status or a.error}) "
@@ -452,8 +322,9 @@ def sequential_phase(api: Api, job_id: str, checkout: Path, args: argparse.Names
     }
 
 
-def burst_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
-    wall, api_runs = api_burst(api, job_id, args.burst, args.burst_poll, args.burst_timeout,
+def burst_phase(jobs: Jobs, job_id: str, checkout: Path, args: argparse.Namespace) -> dict:
+    """--burst executions at once versus --burst bare runs --workers-wide: wall times, throughputs."""
+    wall, api_runs = api_burst(jobs, job_id, args.burst, args.burst_poll, args.burst_timeout,
                                fresh_connections=args.fresh_connections)
     log(f"burst: API wall {wall if wall is not None else float('nan'):.2f} s")
     env = bare_environment()
@@ -484,6 +355,7 @@ def burst_phase(api: Api, job_id: str, checkout: Path, args: argparse.Namespace)
 
 
 def targets(sequential: dict, burst: dict | None) -> list[dict]:
+    """PASS/FAIL of the overhead and throughput targets."""
     found: list[dict] = []
     overhead = sequential.get("overhead_s")
     found.append({"target": f"overhead per execution <= {OVERHEAD_TARGET_S:.1f} s",
@@ -498,14 +370,17 @@ def targets(sequential: dict, burst: dict | None) -> list[dict]:
 
 
 def ms(value: float | None) -> str:
+    """A duration in ms for the report, or n/a."""
     return "n/a" if value is None else f"{value:.0f} ms"
 
 
 def secs(value: float | None) -> str:
+    """A duration in s for the report, or n/a."""
     return "n/a" if value is None else f"{value:.3f} s"
 
 
-def print_split(split: dict, out) -> None:
+def print_split(split: dict, out: TextIO) -> None:
+    """Where the API's time went (medians)."""
     print(f"  where the API's time goes (medians): accept {ms(split.get('accept_ms'))}, "
           f"queue {ms(split.get('queue_ms'))} (created_time -> timers[0].start), "
           f"run {ms(split.get('run_ms'))} (timers[0].start -> end), "
@@ -516,7 +391,8 @@ def print_split(split: dict, out) -> None:
               f"after the last event {ms(split.get('after_ansible_ms'))} (result, event writes)", file=out)
 
 
-def print_report(report: dict, out=sys.stdout) -> None:
+def print_report(report: dict, out: TextIO = sys.stdout) -> None:
+    """The report as text."""
     seq = report["sequential"]
     print(f"Execution overhead, {PLAYBOOK} (1 debug task, localhost), {report['workers']} local workers, "
           f"{os.cpu_count()} CPUs", file=out)
@@ -527,10 +403,8 @@ def print_report(report: dict, out=sys.stdout) -> None:
               f"\n  cold workers, medians: queue {ms(split.get('queue_ms'))}, run {ms(split.get('run_ms'))}", file=out)
     print(f"\nSequential: {seq['runs']} API runs interleaved with {seq['runs']} bare runs "
           f"(poll every {seq['poll_s'] * 1000:.0f} ms)", file=out)
-    print(f"  API  POST start -> SUCCESS seen   median {secs(seq['api_median_s'])}  "
-          f"(min {secs(seq['api_min_s'])}, max {secs(seq['api_max_s'])})", file=out)
-    print(f"  bare ansible-playbook            median {secs(seq['bare_median_s'])}  "
-          f"(min {secs(seq['bare_min_s'])}, max {secs(seq['bare_max_s'])})", file=out)
+    print_summary("  API  POST start -> SUCCESS seen", summarize(seq["api_s"]), "s", 3, out)
+    print_summary("  bare ansible-playbook          ", summarize(seq["bare_s"]), "s", 3, out)
     print(f"  overhead per execution           {secs(seq['overhead_s'])}   "
           f"ratio API/bare {seq['ratio'] if seq['ratio'] is not None else 'n/a'}x", file=out)
     print_split(seq["split_median_ms"], out)
@@ -559,6 +433,7 @@ def print_report(report: dict, out=sys.stdout) -> None:
 # --------------------------------------------------------------------------- main
 
 def default_workers() -> int:
+    """${RUNNER_LOCAL_WORKERS:-4}: local mode's own default."""
     try:
         return max(1, int(os.environ.get("RUNNER_LOCAL_WORKERS", "4")))
     except ValueError:
@@ -566,6 +441,7 @@ def default_workers() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="sequential runs of each kind (default 10)")
@@ -586,64 +462,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", help="a running local mode on this host (default: start one here)")
     parser.add_argument("--token", help="its bearer token (with --base-url)")
     parser.add_argument("--account", help="account alias (default: the token's)")
-    parser.add_argument("--startup-timeout", type=float, default=90.0, help="seconds to wait for local mode")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_standard_arguments(parser, startup_timeout=90.0)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.burst < 0 or args.workers < 1 or args.warmup < 0:
         parser.error("--runs and --workers must be at least 1, --burst and --warmup at least 0")
     if bool(args.base_url) != bool(args.token):
         parser.error("--base-url and --token go together")
 
-    work = Path(tempfile.mkdtemp(prefix="runner-overhead-"))
-    server = None
-    api = None
-    try:
-        repo, checkout = make_repository(work)
-        if args.base_url:
-            base_url, token = args.base_url, args.token
-            account = args.account or account_of_token(token)
-        else:
-            os.environ["RUNNER_LOCAL_WORKERS"] = str(args.workers)
-            server = LocalMode(args.startup_timeout)
-            started = server.start()
-            base_url, token = started["baseUrl"], started["bearerToken"]
-            account = args.account or started.get("accountAlias") or account_of_token(token)
-        if not account:
-            raise RuntimeError("no account alias: pass --account")
-        api = Api(base_url, token, account, timeout=30.0)
-        warmup_job = api.create_job(repo, "overhead bench: warm-up") if args.warmup else None
-        sequential_job = api.create_job(repo, "overhead bench: sequential")
-        burst_job = api.create_job(repo, "overhead bench: burst") if args.burst else None
-        start = time.perf_counter()
-        warmup = warmup_phase(api, warmup_job, checkout, args) if warmup_job else None
-        sequential = sequential_phase(api, sequential_job, checkout, args)
-        burst = burst_phase(api, burst_job, checkout, args) if burst_job else None
-        seconds = time.perf_counter() - start
-    except (RuntimeError, ApiError, subprocess.CalledProcessError) as exc:
-        log(f"error: {exc}")
-        return 2
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        if api is not None:
-            api.close()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    def measure() -> dict[str, Any]:
+        """The phases, against local mode started here or --base-url's; the report."""
+        with ExitStack() as cleanup:
+            work = cleanup.enter_context(scratch_directory("runner-overhead-"))
+            repo = make_repository(work, {PLAYBOOK: debug_playbook(1)})
+            checkout = clone_repository(repo, work / "checkout")
+            if args.base_url:
+                base_url, token = args.base_url, args.token
+                account = args.account or account_of_token(token)
+            else:
+                started = cleanup.enter_context(
+                    LocalMode(args.startup_timeout, env={"RUNNER_LOCAL_WORKERS": str(args.workers)}))
+                base_url, token, account = started.base_url, started.token, args.account or started.account
+            if not account:
+                raise RuntimeError("no account alias: pass --account")
+            client = cleanup.enter_context(Client(base_url, token, timeout=30.0))
+            jobs = Jobs(client, account)
 
-    failures = (warmup["failures"] if warmup else []) + sequential["failures"] + (burst["failures"] if burst else [])
-    report = {"baseUrl": base_url, "account": account, "workers": args.workers, "cpus": os.cpu_count(),
-              "seconds": round(seconds, 1), "api_requests": api.requests,
-              "warmup": warmup, "sequential": sequential, "burst": burst, "failures": failures,
-              "targets": targets(sequential, burst)}
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
-    else:
-        print_report(report)
-    return 1 if failures else 0
+            def create(description: str) -> str:
+                return jobs.create(job_spec(file_url(repo), PLAYBOOK, description=description))
+            warmup_job = create("overhead bench: warm-up") if args.warmup else None
+            sequential_job = create("overhead bench: sequential")
+            burst_job = create("overhead bench: burst") if args.burst else None
+            start = time.perf_counter()
+            warmup = warmup_phase(jobs, warmup_job, checkout, args) if warmup_job else None
+            sequential = sequential_phase(jobs, sequential_job, checkout, args)
+            burst = burst_phase(jobs, burst_job, checkout, args) if burst_job else None
+            seconds = time.perf_counter() - start
+        failures = ((warmup["failures"] if warmup else []) + sequential["failures"]
+                    + (burst["failures"] if burst else []))
+        return {"baseUrl": base_url, "account": account, "workers": args.workers, "cpus": os.cpu_count(),
+                "seconds": round(seconds, 1), "api_requests": client.requests,
+                "warmup": warmup, "sequential": sequential, "burst": burst, "failures": failures,
+                "targets": targets(sequential, burst)}
 
+    return run_benchmark(measure, args.json, print_report, lambda report: 1 if report["failures"] else 0)
 
 if __name__ == "__main__":
     sys.exit(main())
