@@ -127,9 +127,10 @@ def test_the_sandbox_refuses_what_lambda_refuses(one_worker, probe_repo):
     assert seen["write_tmp"] is None
     assert seen["uid"] != 0
     assert seen["dev"] == ["full", "null", "random", "urandom", "zero"]
-    # AND the code is what the Dockerfile copies, and Lambda's variables are set
+    # AND the code is what the Dockerfile copies; the worker's variables (Lambda's among them)
+    # stay with the worker, out of the playbook's environment
     assert seen["task_root"] == ["chalicelib", "runner_lambda"]
-    assert seen["lambda_function"]
+    assert seen["lambda_function"] is None
     # AND local mode's own processes (server, emulator) are out of sight
     assert seen["cmdlines"], "the probe sees its own processes"
     assert not [line for line in seen["cmdlines"] if "localmode.emulator_process" in line
