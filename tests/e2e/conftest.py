@@ -3,7 +3,9 @@
 `LocalMode` starts one instance in a state directory of its own on a free port and waits until it
 serves; `service` is one shared instance (accounts DEMO and OTHER) per test process;
 `start_local_mode` makes function-scoped instances for the tests that restart or stop one.
-Every process started here is killed at teardown, whatever the test did.
+Every process started here is killed at teardown, whatever the test did. `LocalMode.aws` and the
+methods after it look at the emulator behind an instance, for signals the API does not show (a
+workflow that ended, a drained queue).
 """
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import boto3
 import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Deadlines for a loaded 2-core machine: they turn a hang into a failure, they measure nothing.
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
 # Variables of the caller's environment that would point local mode elsewhere than we say.
 _FOREIGN_ENV_PREFIXES = ("RUNNER_", "AWS_", "MOTO_", "TEST_SERVER_MODE")
 
@@ -76,6 +80,7 @@ class LocalMode:
         self._run = 0
         self._stdout_path: Path | None = None
         self._stderr_path: Path | None = None
+        self._aws_clients: dict[tuple[str, str], Any] = {}
 
     # -- process ---------------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
@@ -143,7 +148,7 @@ class LocalMode:
                 if isinstance(document, dict) and document.get("baseUrl") == self.base_url:
                     self.local = document
                     return self
-            time.sleep(0.1)
+            time.sleep(0.1)  # paces the polling of /health and local.json
         self.kill()
         raise RuntimeError(f"local mode did not serve within {timeout} s:\n{self._collect().output}")
 
@@ -213,6 +218,46 @@ class LocalMode:
         if alias is not None:
             token = self.account(alias)["bearerToken"]
         return Client(self.base_url, token)
+
+    # -- the emulator -------------------------------------------------------------------------
+    def emulator_environment(self) -> dict[str, str]:
+        """The environment local mode gives its functions: endpoint, region, queue URLs, state machine ARNs."""
+        return json.loads((self.state_dir / "emulator.json").read_text(encoding="utf-8"))["environment"]
+
+    def aws(self, service: str) -> Any:
+        """A boto3 client of the emulator behind this instance (made once per emulator: tests poll with it)."""
+        environment = self.emulator_environment()
+        key = (service, environment["AWS_ENDPOINT_URL"])
+        if key not in self._aws_clients:
+            self._aws_clients[key] = boto3.client(
+                service, region_name=environment["AWS_REGION"], endpoint_url=environment["AWS_ENDPOINT_URL"],
+                aws_access_key_id="local", aws_secret_access_key="local")
+        return self._aws_clients[key]
+
+    def workflow(self, execution_id: str, attempt: int = 1) -> dict:
+        """Step Functions' description of the execution workflow of an attempt (`status`: RUNNING, SUCCEEDED...)."""
+        machine = self.emulator_environment()["RUNNER_EXECUTION_STATE_MACHINE_ARN"]
+        arn = machine.replace(":stateMachine:", ":execution:", 1) + f":{execution_id}-{attempt}"
+        return self.aws("stepfunctions").describe_execution(executionArn=arn)
+
+    def workflow_ended(self, execution_id: str, attempt: int = 1) -> bool:
+        """Whether the execution workflow of the attempt has ended: nothing of it can happen any more."""
+        return self.workflow(execution_id, attempt)["status"] != "RUNNING"
+
+    def workflow_states(self, execution_id: str, attempt: int = 1) -> list[str]:
+        """The states the execution workflow of the attempt has entered so far, in order."""
+        arn = self.workflow(execution_id, attempt)["executionArn"]
+        history = self.aws("stepfunctions").get_execution_history(executionArn=arn)
+        return [event["stateEnteredEventDetails"]["name"] for event in history["events"]
+                if "stateEnteredEventDetails" in event]
+
+    def queue_drained(self, variable: str) -> bool:
+        """Whether the queue named by environment `variable` holds no message: none waiting, in flight or delayed."""
+        attributes = self.aws("sqs").get_queue_attributes(QueueUrl=self.emulator_environment()[variable],
+                                                          AttributeNames=["All"])["Attributes"]
+        return all(attributes[name] == "0" for name in ("ApproximateNumberOfMessages",
+                                                        "ApproximateNumberOfMessagesNotVisible",
+                                                        "ApproximateNumberOfMessagesDelayed"))
 
 
 class PortRace(RuntimeError):

@@ -46,10 +46,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.waiting import DEADLINE, wait_for
+
 PathLike = str | os.PathLike
 
+# Deadlines for a loaded 2-core machine: they turn a hang into a failure, they measure nothing.
 GIT_TIMEOUT = 60.0
-SSHD_START_TIMEOUT = 15.0
+SSHD_START_TIMEOUT = 60.0
 
 # Variables that would make a git command act on another repository or read foreign config.
 _GIT_LOCAL_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -640,7 +643,7 @@ class SshServer:
                         return True
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.05)  # paces the polling for sshd's banner
         return False
 
     def stop(self) -> None:
@@ -774,11 +777,7 @@ class Receiver:
                      for item in self.received if item["path"] == path}
         return sorted(found.values(), key=lambda body: body["seq"])
 
-    def wait_for(self, path: str, predicate, timeout: float = 60) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            bodies = self.bodies(path)
-            if predicate(bodies):
-                return bodies
-            time.sleep(0.1)
-        raise AssertionError(f"{path}: condition not met; got {[(b['type'], b['status']) for b in self.bodies(path)]}")
+    def wait_for(self, path: str, predicate, timeout: float = DEADLINE) -> list[dict]:
+        """The payloads of a path (as `bodies`), once `predicate(payloads)` holds."""
+        return wait_for(lambda: self.bodies(path), predicate, timeout,
+                        lambda bodies: f"{path}: condition not met; got {[(b['type'], b['status']) for b in bodies]}")

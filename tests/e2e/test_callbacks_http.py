@@ -1,12 +1,13 @@
-"""Callbacks end to end: real runs in local mode, a real HTTP receiver on loopback, signed POSTs."""
+"""Callbacks end to end: real runs in local mode, a real HTTP receiver on loopback, signed POSTs.
+
+How soon a callback arrives is a benchmark figure (bench/callback_latency.py); here what arrives,
+in what order and how many times.
+"""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-import statistics
-import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.e2e.realparts import Receiver, make_repo
 from tests.e2e.test_executions_http import wait_final
 from tests.keyfactory import b64_key
+from tests.waiting import wait_until
 
 PLAYBOOK = """- hosts: all
   gather_facts: false
@@ -98,14 +100,6 @@ def test_debug_gets_every_event_and_status_signed_and_in_an_order_that_rebuilds_
     for field in ("deliveryId", "accountAlias", "jobId", "executionId", "attempt", "seq", "level", "type",
                   "status", "event", "timestamp"):
         assert field in result
-    # Latency from the ansible-runner event's creation to its receipt (same host, same clock).
-    with receiver.lock:
-        receipts = {json.loads(item["raw"])["deliveryId"]: item["at"] for item in raw}
-    latency = sorted(receipts[body["deliveryId"]] - datetime.fromisoformat(body["event"]["created"]).timestamp()
-                     for body in bodies if body["type"] == "event" and body["event"].get("created"))
-    print(f"\ncallback latency (event created -> received): median {statistics.median(latency):.3f} s, "
-          f"p99 {latency[min(len(latency) - 1, int(len(latency) * 0.99))]:.3f} s over {len(latency)} events")
-    assert statistics.median(latency) < 5
 
 
 def test_error_gets_the_failing_hosts_event_and_the_failure_only(service, repo, receiver):
@@ -120,9 +114,14 @@ def test_error_gets_the_failing_hosts_event_and_the_failure_only(service, repo, 
 
 
 def test_result_gets_one_post_with_the_final_status_and_stats(service, repo, receiver):
+    # GIVEN a run with a RESULT callback, ended, its result received
     _, done = run_with_callbacks(service, repo, [{"url": f"{receiver.url}/result", "level": "RESULT"}])
     bodies = receiver.wait_for("/result", final("SUCCESS"))
-    time.sleep(1)
+    # WHEN nothing more can come: the run's workflow has ended (every notice of the run is queued)
+    # and the callback queue is drained (every queued notice is delivered)
+    wait_until(lambda: service.workflow_ended(done["execution_id"]), message="the run's workflow never ended")
+    wait_until(lambda: service.queue_drained("RUNNER_CALLBACK_QUEUE_URL"), message="the callback queue never drained")
+    # THEN the receiver got exactly one post
     assert len(receiver.bodies("/result")) == 1
     result = bodies[0]["result"]
     assert result["status"] == "SUCCESS" and result["failed_hosts"] == []

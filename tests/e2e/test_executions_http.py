@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from tests.e2e.conftest import assert_error
 from tests.e2e.realparts import commit, git_http, head, make_repo, ssh_server  # noqa: F401 - fixtures
+from tests.waiting import wait_for, wait_until
 
 FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 PLAYBOOK = """- hosts: all
@@ -64,14 +63,10 @@ def start(api, job: dict, body: dict | None = None) -> dict:
 
 
 def wait_final(api, execution: dict, timeout: float = 90) -> dict:
+    """The execution, once it has a final status."""
     path = f"/jobs/DEMO/{execution['job_id']}/executions/{execution['execution_id']}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        current = api.get(path).json()
-        if current["status"] in FINAL:
-            return current
-        time.sleep(0.1)
-    raise AssertionError(f"execution still {current['status']} after {timeout} s")
+    return wait_for(lambda: api.get(path).json(), lambda current: current["status"] in FINAL, timeout,
+                    lambda current: f"execution still {current['status']}")
 
 
 def events(api, execution: dict) -> list[dict]:
@@ -218,21 +213,13 @@ def test_a_duplicate_run_message_runs_nothing(service, repo):
     job = create_job(api, {"url": f"file://{repo}"}, local_hosts("localhost"))
     done = wait_final(api, start(api, job))
     before = events(api, done)
-    environment = json.loads((service.state_dir / "emulator.json").read_text())["environment"]
-    sqs = boto3.client("sqs", region_name=environment["AWS_REGION"], endpoint_url=environment["AWS_ENDPOINT_URL"],
-                       aws_access_key_id="local", aws_secret_access_key="local")
     duplicate = {"accountAlias": "DEMO", "jobId": job["id"], "executionId": done["execution_id"],
                  "attempt": 1, "taskToken": "a-redelivered-message"}
-    queue = environment["RUNNER_RUN_QUEUE_URL"]
-    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(duplicate))
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
-        if attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0":
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the duplicate message was never consumed")
+    service.aws("sqs").send_message(QueueUrl=service.emulator_environment()["RUNNER_RUN_QUEUE_URL"],
+                                    MessageBody=json.dumps(duplicate))
+    # A worker deletes a message once it has handled it: a drained queue means the duplicate was handled.
+    wait_until(lambda: service.queue_drained("RUNNER_RUN_QUEUE_URL"),
+               message="the duplicate message was never consumed")
     after = api.get(f"/jobs/DEMO/{job['id']}/executions/{done['execution_id']}").json()
     assert after == done and events(api, done) == before
 

@@ -252,7 +252,7 @@ def test_update_answers_200_with_an_array_and_moves_only_last_updated_time(demo)
     job = create(demo, body=a_job(repository={"url": "https://git.example.com/ops/playbooks.git",
                                               "defaultPlaybook": "site.yml",
                                               "credentials": {"username": "u", "password": password}}))
-    time.sleep(0.05)
+    time.sleep(0.05)  # not a wait: the update's lastUpdatedTime (in ms) must differ from the creation's
     new_password = f"pw-{uuid.uuid4().hex}"
     changed = a_job(description="changed", executionTtl=60,
                     repository={"url": "https://git.example.com/ops/other.git", "branch": "release",
@@ -329,7 +329,7 @@ def test_list_is_newest_first_with_exact_total_and_pages(demo):
     created = []
     for index in range(5):
         created.append(create(demo, body=a_job(description=f"job {index}")))
-        time.sleep(0.01)  # distinct createdTime
+        time.sleep(0.01)  # not a wait: distinct createdTime (in ms), so that newest-first is one order
     newest_first = [job["id"] for job in reversed(created)]
     by_id = {job["id"]: job for job in created}
 
