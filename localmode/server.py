@@ -45,23 +45,47 @@ def _positive_int(name: str, default: int) -> int:
 
 
 def recover_executions(settings) -> int:
-    """Executions caught mid-run by a stop of local mode have no workflow any more: end them."""
-    from chalicelib.executions import states
-    from chalicelib.platform.models import Account, Execution
+    """End the executions a stop of local mode caught mid-run (no workflow will ever end them); answers how many.
 
+    Each ends as its workflow ends an attempt whose worker is lost (states.WORKER_LOST: FAILURE, or
+    KILLED for a kill in progress), only if it is still in the status and attempt read, and the
+    change is noticed to its callbacks as the workflow's would be.
+    """
+    from pynamodb.exceptions import UpdateError
+
+    from chalicelib.callbacks.notices import Notifier
+    from chalicelib.executions import states
+    from chalicelib.jobs.service import now_ms
+    from chalicelib.platform.models import Account, Execution
+    from chalicelib.platform.storage import condition_failed
+
+    notifier = Notifier(aws.client("sqs"), settings.callback_queue_url)
     recovered = 0
     for execution in Execution.scan(Execution.status.is_in(*states.ACTIVE)):
+        status, attempt = execution.status, int(execution.attempt)
+        target = states.WORKER_LOST[status]
+        actions = [Execution.status.set(target), Execution.task_token.remove(), Execution.updated_time.set(now_ms())]
+        if target == states.FAILURE:  # a KILLED one keeps who killed it, as the workflow's RecordKillUnconfirmed does
+            actions.append(Execution.status_reason.set("worker lost: local mode stopped while it ran"))
         try:
-            execution.update(actions=[Execution.status.set(states.FAILURE),
-                                      Execution.status_reason.set("worker lost: local mode stopped while it ran"),
-                                      Execution.task_token.remove()],
-                             condition=Execution.status == execution.status)
-            recovered += 1
-        except Exception:  # noqa: BLE001 - another writer got there; nothing to recover
-            logger.warning("could not recover execution %s", execution.execution_id)
+            execution.update(actions=actions, condition=(Execution.status == status) & (Execution.attempt == attempt))
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                logger.error("could not end execution %s (%s, attempt %d)", execution.execution_id, status, attempt)
+                raise
+            logger.info("execution %s left %s attempt %d meanwhile; not recovered", execution.execution_id,
+                        status, attempt)
+            continue
+        notifier.status_changed(execution, target)
+        recovered += 1
     # No workflow holds a run slot any more.
     for account in Account.scan(Account.running_count > 0):
-        account.update(actions=[Account.running_count.set(0)])
+        try:
+            # Conditional: an update of a deleted account would create a stray item.
+            account.update(actions=[Account.running_count.set(0)], condition=Account.account_alias.exists())
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
     return recovered
 
 

@@ -12,6 +12,7 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib.executions import states
 from chalicelib.platform.models import Execution, ExecutionEvent, Timer
+from chalicelib.platform.storage import condition_failed
 
 logger = logging.getLogger("runner.worker")
 
@@ -50,7 +51,7 @@ class Masker:
 
 
 def _is_condition_failure(exc: UpdateError) -> bool:
-    return exc.cause_response_code == "ConditionalCheckFailedException"
+    return condition_failed(exc)
 
 
 def claim(job_id: str, execution_id: str, attempt: int, task_token: str, worker: str) -> Execution | None:

@@ -10,6 +10,7 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib.executions import states
 from chalicelib.platform.models import Execution
+from chalicelib.platform.storage import condition_failed
 from runner_lambda.processes import kill_tree
 from runner_lambda.reporting import now_ms
 
@@ -123,5 +124,5 @@ class Supervisor:
                 condition=states.transition_condition(Execution, target, attempt=self.attempt))
             self.status, self.reason = target, reason
         except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise

@@ -15,6 +15,7 @@ from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound, Unaut
 from chalicelib.jobs.service import now_ms
 from chalicelib.platform.models import ServiceAccount, User
 from chalicelib.platform.sealing import MASK, Opener, Sealer
+from chalicelib.platform.storage import condition_failed
 from chalicelib.auth.tokens import Principal
 
 # Credential pairs that logged in, remembered per process (no secret in them: both are stored forms).
@@ -97,8 +98,8 @@ class ServiceAccountService:
         models.bind()
         try:
             return ServiceAccount.get(account, alias, consistent_read=True)
-        except DoesNotExist:
-            raise NotFound(f"service account {alias} not found in account {account}") from None
+        except DoesNotExist as exc:
+            raise NotFound(f"service account {alias} not found in account {account}") from exc
 
     def create(self, account: str, body: Any) -> dict:
         """Store a new service account once its credentials are proven to log in."""
@@ -113,8 +114,8 @@ class ServiceAccountService:
         try:
             item.save(condition=ServiceAccount.alias.does_not_exist())
         except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise Conflict(f"service account {alias} already exists in account {account}") from None
+            if condition_failed(exc):
+                raise Conflict(f"service account {alias} already exists in account {account}") from exc
             raise
         return render_service_account(item)
 
@@ -143,8 +144,8 @@ class ServiceAccountService:
             current.update(actions=[ServiceAccount.username.set(username), ServiceAccount.sealed_password.set(sealed),
                                     ServiceAccount.last_updated_time.set(now_ms())], condition=condition)
         except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise Conflict(f"service account {alias} was changed or deleted by another request") from None
+            if condition_failed(exc):
+                raise Conflict(f"service account {alias} was changed or deleted by another request") from exc
             raise
         return render_service_account(current)
 
@@ -155,14 +156,14 @@ class ServiceAccountService:
             item.delete(condition=ServiceAccount.alias.exists() & (
                 ServiceAccount.schedule_count.does_not_exist() | (ServiceAccount.schedule_count == 0)))
         except DeleteError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise
             try:
                 ServiceAccount.get(account, alias, consistent_read=True)
             except DoesNotExist:
-                raise NotFound(f"service account {alias} not found in account {account}") from None
+                raise NotFound(f"service account {alias} not found in account {account}") from exc
             raise Conflict(f"service account {alias} is used by a schedule; delete or change the schedules "
-                           f"that name it first") from None
+                           f"that name it first") from exc
 
     def log_in(self, account: str, alias: str) -> Principal:
         """Log in with the service account's stored credentials (for the schedule trigger).

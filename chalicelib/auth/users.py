@@ -12,6 +12,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from chalicelib.platform import models
 from chalicelib.platform.errors import Conflict, InvalidRequest, Unauthenticated
 from chalicelib.platform.models import Account, User
+from chalicelib.platform.storage import condition_failed
 from chalicelib.auth.tokens import Principal
 
 ACCOUNT_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -64,7 +65,7 @@ def ensure_account(alias: str) -> bool:
         Account(alias, job_count=0, created_time=int(time.time() * 1000)).save(
             condition=Account.account_alias.does_not_exist())
     except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
+        if condition_failed(exc):
             return False
         raise
     return True
@@ -80,15 +81,15 @@ def create_user(username: str, password: str, account_alias: str,
     models.bind()
     try:
         Account.get(account_alias)
-    except DoesNotExist:
-        raise InvalidRequest("accountAlias", f"account {account_alias} does not exist") from None
+    except DoesNotExist as exc:
+        raise InvalidRequest("accountAlias", f"account {account_alias} does not exist") from exc
     user = User(username, password_hash=hash_password(password), account_alias=account_alias,
                 roles=list(roles), created_time=int(time.time() * 1000))
     try:
         user.save(condition=None if replace else User.username.does_not_exist())
     except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict(f"user {username} already exists") from None
+        if condition_failed(exc):
+            raise Conflict(f"user {username} already exists") from exc
         raise
     return user
 
@@ -110,6 +111,6 @@ def set_concurrency(account_alias: str, limit: int) -> None:
         Account(account_alias).update(actions=[Account.max_concurrent.set(limit)],
                                       condition=Account.account_alias.exists())
     except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            raise InvalidRequest("accountAlias", f"account {account_alias} does not exist") from None
+        if condition_failed(exc):
+            raise InvalidRequest("accountAlias", f"account {account_alias} does not exist") from exc
         raise

@@ -24,6 +24,7 @@ from chalicelib.executions.service import render_execution
 from chalicelib.jobs.service import now_ms
 from chalicelib.platform.models import Account, Delivery, Execution
 from chalicelib.platform.sealing import Opener, Sealer
+from chalicelib.platform.storage import condition_failed
 from chalicelib.callbacks.targets import UnsafeTarget, safe_address
 
 logger = logging.getLogger("runner.webhooks")
@@ -67,13 +68,15 @@ class WebhookSecrets:
         models.bind()
         try:
             sealed = Account.get(account, consistent_read=True, attributes_to_get=["accountAlias", "webhookSecret"]).webhook_secret
-        except DoesNotExist:
-            raise NotFound(f"account {account} does not exist") from None
+        except DoesNotExist as exc:
+            raise NotFound(f"account {account} does not exist") from exc
         if sealed is None:
             try:
                 return self._store(account, Account.account_alias.exists() & Account.webhook_secret.does_not_exist())
-            except UpdateError:
-                return self.get(account)  # made by a concurrent first use
+            except UpdateError as exc:
+                if not condition_failed(exc):
+                    raise
+                return self.get(account)  # made by a concurrent first use (or the account is gone: 404)
         cached = self._opened.get(account)
         if cached is not None and cached[0] == sealed:
             return cached[1]
@@ -86,8 +89,10 @@ class WebhookSecrets:
         models.bind()
         try:
             return self._store(account, Account.account_alias.exists())
-        except UpdateError:
-            raise NotFound(f"account {account} does not exist") from None
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            raise NotFound(f"account {account} does not exist") from exc
 
 
 class Sender:
@@ -188,7 +193,7 @@ class Sender:
 
     def _post(self, url: str, body: bytes, delivery: dict) -> Outcome:
         try:
-            scheme, address, port = safe_address(url, self._settings.local_mode)
+            scheme, address, port = safe_address(url, self._settings.webhook_rules)
         except UnsafeTarget as exc:
             return Outcome(None, str(exc))
         parts = urlsplit(url)

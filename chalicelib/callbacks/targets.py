@@ -5,6 +5,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from chalicelib.platform.config import WebhookRules
+
 # The instance metadata endpoints of EC2 and ECS, never a webhook target.
 METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("169.254.170.2"),
             ipaddress.ip_address("fd00:ec2::254")}
@@ -14,13 +16,14 @@ class UnsafeTarget(Exception):
     """The URL resolves to an address webhooks may not reach."""
 
 
-def safe_address(url: str, local_mode: bool) -> tuple[str, str, int]:
+def safe_address(url: str, rules: WebhookRules) -> tuple[str, str, int]:
     """(scheme, IP to connect to, port) of a webhook URL, checked now (so DNS rebinding cannot help).
 
-    On AWS only HTTPS to public addresses; local mode also allows plain HTTP and loopback.
+    Metadata, link-local, multicast and unspecified addresses are never allowed; loopback and
+    private ones only as `rules` say (on AWS: HTTPS to public addresses only).
     """
     parts = urlsplit(url)
-    if parts.scheme not in (("https", "http") if local_mode else ("https",)) or not parts.hostname:
+    if parts.scheme not in rules.schemes or not parts.hostname:
         raise UnsafeTarget(f"{parts.scheme or 'no'} scheme is not allowed")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -31,21 +34,21 @@ def safe_address(url: str, local_mode: bool) -> tuple[str, str, int]:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if address in METADATA or address.is_link_local or address.is_multicast or address.is_unspecified:
             continue
-        if address.is_loopback and not local_mode:
+        if address.is_loopback and not rules.allow_loopback:
             continue
-        if (address.is_private or address.is_reserved) and not address.is_loopback and not local_mode:
+        if (address.is_private or address.is_reserved) and not address.is_loopback and not rules.allow_private:
             continue
         return parts.scheme, str(address), port
     raise UnsafeTarget(f"{parts.hostname} resolves to no address webhooks may reach")
 
 
-def refused_target(url: str, local_mode: bool) -> str | None:
+def refused_target(url: str, rules: WebhookRules) -> str | None:
     """Why a callback URL may not be stored (None: it may), judged at job write.
 
     A name that does not resolve now is accepted: its address is checked again at each send.
     """
     try:
-        safe_address(url, local_mode)
+        safe_address(url, rules)
     except UnsafeTarget as exc:
         if "does not resolve" in str(exc):
             return None

@@ -21,6 +21,7 @@ from chalicelib.jobs.spec import validate_host_id
 from chalicelib.jobs.ssh_keys import decode_private_key
 from chalicelib.platform.models import Account, Execution, ExecutionEvent
 from chalicelib.platform.sealing import Opener, Sealer
+from chalicelib.platform.storage import condition_failed
 
 logger = logging.getLogger("runner.executions")
 
@@ -225,8 +226,10 @@ class ExecutionService:
         try:
             execution.save(condition=Execution.execution_id.does_not_exist())
         except PutError as exc:
-            if chosen and exc.cause_response_code == "ConditionalCheckFailedException":
-                raise DuplicateExecution(f"execution {execution_id} exists already") from None
+            if not condition_failed(exc):
+                raise
+            if chosen:
+                raise DuplicateExecution(f"execution {execution_id} exists already") from exc
             raise Conflict("execution id collision; retry") from exc
         self._notify(execution, states.PENDING)
         self._dispatch(execution, spec.get("executionTtl"))
@@ -236,9 +239,8 @@ class ExecutionService:
         """Run an ended, unsuccessful execution again on its failed hosts (or the body's)."""
         request = parse_run_request(body)
         execution = self._load(account, job_id, execution_id)
-        if execution.status not in states.RESTARTABLE:
-            raise Conflict(f"execution {execution_id} is {execution.status}; only FAILURE, INIT_FAILURE, "
-                           f"STOPPED or KILLED executions can be restarted")
+        if not states.RESTART.accepts(execution.status):
+            raise Conflict(states.RESTART.refused(execution_id, execution.status))
         job = self._jobs.load(account, job_id)
         hosts = request.hosts or list(execution.failed_hosts or []) or list(execution.target_hosts or [])
         attempt = int(execution.attempt) + 1
@@ -252,8 +254,8 @@ class ExecutionService:
             execution.update(actions=actions, condition=states.transition_condition(
                 Execution, states.PENDING, attempt=int(execution.attempt)))
         except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from None
+            if condition_failed(exc):
+                raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from exc
             raise
         self._notify(execution, states.PENDING)
         self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
@@ -363,14 +365,13 @@ class ExecutionService:
 
     def _stop(self, execution: Execution, expiry: int, by: str | None) -> dict:
         execution_id = execution.execution_id
+        if not states.STOP.accepts(execution.status):
+            raise Conflict(states.STOP.refused(execution_id, execution.status))
         reason = f"stopped by {by or 'a user'}"
         if execution.status == states.PENDING:
             return self._end_pending(execution, states.STOPPED, f"{reason} before it started")
         if execution.status == states.STOPPING:
             return render_execution(execution)
-        if execution.status not in (states.INITIALIZING, states.RUNNING):
-            raise Conflict(f"execution {execution_id} is {execution.status}: only a PENDING, INITIALIZING, "
-                           f"RUNNING or STOPPING execution can be stopped")
         self._move(execution, states.STOPPING, reason)
         if expiry > 0:
             self._control(execution, self._control_input(execution, "stop", expiry,
@@ -379,14 +380,13 @@ class ExecutionService:
 
     def _kill(self, execution: Execution, expiry: int, by: str | None) -> dict:
         execution_id = execution.execution_id
+        if not states.KILL.accepts(execution.status):
+            raise Conflict(states.KILL.refused(execution_id, execution.status))
         reason = f"killed by {by or 'a user'}"
         if execution.status == states.PENDING:
             return self._end_pending(execution, states.KILLED, f"{reason} before it started")
         if execution.status == states.KILLING:
             return render_execution(execution)
-        if execution.status not in (states.INITIALIZING, states.RUNNING, states.STOPPING):
-            raise Conflict(f"execution {execution_id} is {execution.status}: only a PENDING, INITIALIZING, "
-                           f"RUNNING, STOPPING or KILLING execution can be killed")
         self._move(execution, states.KILLING, reason)
         self._control(execution, self._control_input(execution, "kill", expiry or self._settings.kill_window_seconds,
                                                      reason), "kill")
@@ -407,8 +407,8 @@ class ExecutionService:
                                       Execution.updated_time.set(now_ms())],
                              condition=states.transition_condition(Execution, target, attempt=int(execution.attempt)))
         except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise StatusRaced(f"execution {execution.execution_id} changed while becoming {target}") from None
+            if condition_failed(exc):
+                raise StatusRaced(f"execution {execution.execution_id} changed while becoming {target}") from exc
             raise
         self._notify(execution, target)
 

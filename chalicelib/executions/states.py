@@ -1,6 +1,11 @@
 """The execution state machine: which status may follow which, as data (DESIGN.md section 4)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from chalicelib.platform.errors import either
+
 PENDING = "PENDING"
 INITIALIZING = "INITIALIZING"
 RUNNING = "RUNNING"
@@ -11,6 +16,9 @@ STOPPING = "STOPPING"
 STOPPED = "STOPPED"
 KILLING = "KILLING"
 KILLED = "KILLED"
+
+# The lifecycle's order: messages name statuses in it.
+ORDER = (PENDING, INITIALIZING, RUNNING, STOPPING, KILLING, SUCCESS, FAILURE, INIT_FAILURE, STOPPED, KILLED)
 
 FINAL = frozenset({SUCCESS, FAILURE, INIT_FAILURE, STOPPED, KILLED})
 RESTARTABLE = frozenset({FAILURE, INIT_FAILURE, STOPPED, KILLED})
@@ -31,6 +39,18 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
 }
 
 
+# What an active attempt whose worker is lost ends as: FAILURE, except that a kill in progress is
+# done (the workflow's RecordWorkerLost and RecordKillUnconfirmed; local mode, for the attempts a
+# stop of it left without a workflow).
+WORKER_LOST: dict[str, str] = {
+    PENDING: FAILURE,
+    INITIALIZING: FAILURE,
+    RUNNING: FAILURE,
+    STOPPING: FAILURE,
+    KILLING: KILLED,
+}
+
+
 def allowed(current: str, target: str) -> bool:
     """Whether an execution in `current` may move to `target`."""
     return current in ALLOWED_FROM.get(target, frozenset())
@@ -41,7 +61,41 @@ def sources(target: str) -> list[str]:
     return sorted(ALLOWED_FROM[target])
 
 
-def transition_condition(model, target: str, attempt: int | None = None):
+def in_order(statuses: Iterable[str]) -> list[str]:
+    """The statuses in lifecycle order."""
+    return sorted(statuses, key=ORDER.index)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A request on an execution: the status it leads to decides the statuses it accepts."""
+
+    outcome: str
+    # The 409 message; {execution_id}, {status} and {accepted} are filled in.
+    refusal: str
+
+    def accepted(self) -> frozenset[str]:
+        """The statuses an execution may be in for this action."""
+        return ALLOWED_FROM[self.outcome]
+
+    def accepts(self, status: str) -> bool:
+        """Whether an execution in `status` may take this action."""
+        return allowed(status, self.outcome)
+
+    def refused(self, execution_id: str, status: str) -> str:
+        """The message of a 409 for an execution in `status`, naming the statuses this action accepts."""
+        return self.refusal.format(execution_id=execution_id, status=status, accepted=either(in_order(self.accepted())))
+
+
+# A stop or a kill is judged by where it ends (STOPPED, KILLED), which covers its way there: a
+# PENDING execution ends at once, a running one passes through STOPPING or KILLING, and asking
+# again while it does is no conflict.
+RESTART = Action(PENDING, "execution {execution_id} is {status}; only {accepted} executions can be restarted")
+STOP = Action(STOPPED, "execution {execution_id} is {status}: only a {accepted} execution can be stopped")
+KILL = Action(KILLED, "execution {execution_id} is {status}: only a {accepted} execution can be killed")
+
+
+def transition_condition(model: Any, target: str, attempt: int | None = None) -> Any:
     """A PynamoDB condition: the item's status allows `target` (and it is still `attempt`)."""
     condition = model.status.is_in(*sources(target))
     if attempt is not None:

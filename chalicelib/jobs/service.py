@@ -10,20 +10,17 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.platform import models
+from chalicelib.platform.config import RepositoryRules, WebhookRules
 from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.jobs.spec import JobInput, parse_job, render_secret_masks
 from chalicelib.platform.models import Account, Job
 from chalicelib.platform.sealing import MASK, Opener, Sealer
+from chalicelib.platform.storage import condition_failed, failed_conditions
 
 
 def now_ms() -> int:
     """Epoch milliseconds, the API's time unit."""
     return int(time.time() * 1000)
-
-
-def _cancellation_codes(exc: TransactWriteError) -> list[str | None]:
-    reasons = getattr(exc, "cancellation_reasons", None) or []
-    return [reason.code if reason is not None else None for reason in reasons]
 
 
 def job_links(account: str, job_id: str) -> list[dict]:
@@ -54,10 +51,11 @@ def render_job(job: Job) -> dict:
 class JobService:
     """Job definitions of accounts, stored in DynamoDB with their secrets sealed by KMS."""
 
-    def __init__(self, kms: Any, key_id: str, local_mode: bool) -> None:
+    def __init__(self, kms: Any, key_id: str, repositories: RepositoryRules, webhooks: WebhookRules) -> None:
         self._kms = kms
         self._key_id = key_id
-        self._local_mode = local_mode
+        self._repositories = repositories
+        self._webhooks = webhooks
 
     @staticmethod
     def _context(account: str, job_id: str) -> dict[str, str]:
@@ -80,12 +78,12 @@ class JobService:
         models.bind()
         try:
             return Job.get(account, job_id, consistent_read=True)
-        except DoesNotExist:
-            raise NotFound(f"job {job_id} not found in account {account}") from None
+        except DoesNotExist as exc:
+            raise NotFound(f"job {job_id} not found in account {account}") from exc
 
     def create(self, account: str, body: Any) -> dict:
         """Validate and store a new job; the account's job count moves in the same transaction."""
-        job_input = parse_job(body, self._local_mode)
+        job_input = parse_job(body, self._repositories, self._webhooks)
         models.bind()
         job_id = str(uuid.uuid4())
         now = now_ms()
@@ -97,9 +95,8 @@ class JobService:
                 transaction.update(Account(account), actions=[Account.job_count.add(1)],
                                    condition=Account.account_alias.exists())
         except TransactWriteError as exc:
-            codes = _cancellation_codes(exc)
-            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-                raise NotFound(f"account {account} does not exist") from None
+            if 1 in failed_conditions(exc):  # the account's count: no such account
+                raise NotFound(f"account {account} does not exist") from exc
             raise
         return render_job(job)
 
@@ -115,7 +112,7 @@ class JobService:
         write is then conditional on the version read, so a concurrent change makes it a 409
         rather than silently mixing two definitions.
         """
-        job_input = parse_job(body, self._local_mode)
+        job_input = parse_job(body, self._repositories, self._webhooks)
         models.bind()
         stored: dict = {}
         expected_version = None
@@ -134,11 +131,11 @@ class JobService:
         try:
             job.update(actions=actions, condition=condition, add_version_condition=False)
         except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise
             if expected_version is None:
-                raise NotFound(f"job {job_id} not found in account {account}") from None
-            raise Conflict(f"job {job_id} was changed or deleted by another request; read it again") from None
+                raise NotFound(f"job {job_id} not found in account {account}") from exc
+            raise Conflict(f"job {job_id} was changed or deleted by another request; read it again") from exc
         return render_job(job)
 
     def delete(self, account: str, job_id: str, also: Callable[[TransactWrite], None] | None = None) -> None:
@@ -156,8 +153,8 @@ class JobService:
                 if also is not None:
                     also(transaction)
         except TransactWriteError as exc:
-            if _cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
-                raise NotFound(f"job {job_id} not found in account {account}") from None
+            if 0 in failed_conditions(exc):  # the job's own delete: no such job
+                raise NotFound(f"job {job_id} not found in account {account}") from exc
             raise
 
     def list(self, account: str, page: int, size: int) -> dict:

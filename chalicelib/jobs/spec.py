@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.platform.errors import InvalidRequest
+from chalicelib.platform.config import RepositoryRules, WebhookRules
+from chalicelib.platform.errors import InvalidRequest, either
 from chalicelib.jobs.ssh_keys import decode_private_key
 from chalicelib.platform.sealing import MASK
 from chalicelib.callbacks.targets import refused_target
@@ -73,19 +74,18 @@ def _object_or_merged_list(value: Any, field_name: str) -> dict:
     raise InvalidRequest(field_name, "must be an object")
 
 
-def validate_repository_url(url: Any, local_mode: bool, field_name: str = "repository.url") -> str:
-    """A git URL the worker may clone: HTTPS or SSH; file:// and http:// in local mode only."""
+def validate_repository_url(url: Any, rules: RepositoryRules, field_name: str = "repository.url") -> str:
+    """A git URL the worker may clone, of a scheme `rules` allow (scp-like addresses are SSH)."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidRequest(field_name, "is required: the git repository to clone")
     url = url.strip()
     if len(url) > 2048 or any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise InvalidRequest(field_name, "is not a valid URL")
-    if _SCP_URL.match(url):
+    if _SCP_URL.match(url) and "ssh" in rules.schemes:
         return url
     parts = urlsplit(url)
-    allowed = {"https", "ssh"} | ({"http", "file"} if local_mode else set())
-    if parts.scheme not in allowed:
-        hint = "https:// or ssh://" + (", http:// or file://" if local_mode else "")
+    if parts.scheme not in rules.schemes:
+        hint = either([f"{scheme}://" for scheme in rules.schemes])
         raise InvalidRequest(field_name, f"must be an {hint} URL, got scheme {parts.scheme or 'none'!r}")
     if parts.scheme == "file":
         if not parts.path.startswith("/"):
@@ -224,24 +224,23 @@ def _hosts(body: dict, secrets: dict[str, str]) -> list[dict]:
     return hosts
 
 
-def validate_callback_url(url: Any, local_mode: bool, field_name: str) -> str:
-    """A webhook URL: HTTPS to a public address; plain HTTP and loopback only in local mode."""
+def validate_callback_url(url: Any, rules: WebhookRules, field_name: str) -> str:
+    """A webhook URL of a scheme, to an address, that `rules` allow (on AWS: HTTPS to a public address)."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidRequest(field_name, "is required: the webhook URL")
     url = url.strip()
     parts = urlsplit(url)
-    allowed = ("https", "http") if local_mode else ("https",)
-    if parts.scheme not in allowed or not parts.hostname:
-        raise InvalidRequest(field_name, f"{url!r} is not an {' or '.join(allowed)} URL")
+    if parts.scheme not in rules.schemes or not parts.hostname:
+        raise InvalidRequest(field_name, f"{url!r} is not an {either(rules.schemes)} URL")
     if len(url) > 2048 or any(ch.isspace() for ch in url):
         raise InvalidRequest(field_name, "is not a valid URL")
-    refused = refused_target(url, local_mode)
+    refused = refused_target(url, rules)
     if refused:
         raise InvalidRequest(field_name, f"{url!r} may not receive webhooks: {refused}")
     return url
 
 
-def _callbacks(body: dict, local_mode: bool) -> list[dict]:
+def _callbacks(body: dict, rules: WebhookRules) -> list[dict]:
     raw = body.get("callbacks")
     if raw is None:
         return []
@@ -256,7 +255,7 @@ def _callbacks(body: dict, local_mode: bool) -> list[dict]:
             item = {"url": item}
         if not isinstance(item, dict):
             raise InvalidRequest(where, "must be an object with a url and a level")
-        url = validate_callback_url(item.get("url"), local_mode, f"{where}.url")
+        url = validate_callback_url(item.get("url"), rules, f"{where}.url")
         level = item.get("level") or "DEBUG"
         if not isinstance(level, str) or level.upper() not in CALLBACK_LEVELS:
             raise InvalidRequest(f"{where}.level", f"must be one of {', '.join(CALLBACK_LEVELS)}")
@@ -275,8 +274,8 @@ def _ttl(body: dict) -> int | None:
     return value
 
 
-def parse_job(body: Any, local_mode: bool) -> JobInput:
-    """Validate a create/update body; raise InvalidRequest naming the first bad field."""
+def parse_job(body: Any, repositories: RepositoryRules, webhooks: WebhookRules) -> JobInput:
+    """Validate a create/update body against these rules; raise InvalidRequest naming the first bad field."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object")
     secrets: dict[str, str] = {}
@@ -289,7 +288,7 @@ def parse_job(body: Any, local_mode: bool) -> JobInput:
     if use_dynamic is not None and not isinstance(use_dynamic, bool):
         raise InvalidRequest("useDynamicInventory", "must be true or false")
     spec_repository: dict[str, Any] = {
-        "url": validate_repository_url(repository.get("url"), local_mode),
+        "url": validate_repository_url(repository.get("url"), repositories),
         "branch": _branch(repository),
         "defaultPlaybook": validate_playbook(repository.get("defaultPlaybook")),
     }
@@ -303,7 +302,7 @@ def parse_job(body: Any, local_mode: bool) -> JobInput:
         "playbookTags": _tags(body, repository),
         "hosts": _hosts(body, secrets),
         "properties": _object_or_merged_list(body.get("properties"), "properties"),
-        "callbacks": _callbacks(body, local_mode),
+        "callbacks": _callbacks(body, webhooks),
         "useDynamicInventory": bool(use_dynamic),
     }
     if body.get("sshPrivateKey") is not None:

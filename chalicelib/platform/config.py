@@ -40,6 +40,29 @@ def _int_env(environ: dict, name: str, default: int, minimum: int = 1) -> int:
 
 
 @dataclass(frozen=True)
+class RepositoryRules:
+    """Which git repositories a job may name."""
+
+    # In the order messages name them.
+    schemes: tuple[str, ...] = ("https", "ssh")
+
+
+@dataclass(frozen=True)
+class WebhookRules:
+    """Where callbacks may be posted (checked at job write and again at every send)."""
+
+    schemes: tuple[str, ...] = ("https",)
+    allow_loopback: bool = False
+    # Private and reserved networks (the metadata endpoints stay refused whatever this says).
+    allow_private: bool = False
+
+
+# Local mode clones from, and posts to, the developer's own machine and network.
+LOCAL_REPOSITORY_RULES = RepositoryRules(schemes=("https", "ssh", "http", "file"))
+LOCAL_WEBHOOK_RULES = WebhookRules(schemes=("https", "http"), allow_loopback=True, allow_private=True)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The service's configuration, read once from the environment."""
 
@@ -48,7 +71,10 @@ class Settings:
     kms_key_id: str = "alias/runner"
     signing_secret_id: str = "runner/token-signing-key"
     token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
-    local_mode: bool = False
+    repository_rules: RepositoryRules = RepositoryRules()
+    webhook_rules: WebhookRules = WebhookRules()
+    # Answer each request with the AWS calls it made (X-Runner-AWS-Calls), for local mode's benchmarks.
+    report_aws_calls: bool = False
     run_queue_url: str = ""
     execution_state_machine_arn: str = ""
     control_state_machine_arn: str = ""
@@ -83,6 +109,7 @@ class Settings:
     def from_environ(cls, environ: dict | None = None) -> "Settings":
         """Build the settings from an environment mapping (os.environ by default)."""
         env = dict(os.environ if environ is None else environ)
+        local = env.get("RUNNER_LOCAL", "") == "1"  # set by local mode for itself
         tables = {
             logical: env.get(table_env_var(logical)) or default_table_name(logical)
             for logical in TABLE_LOGICAL_IDS
@@ -93,7 +120,9 @@ class Settings:
             kms_key_id=env.get("RUNNER_KMS_KEY_ID") or "alias/runner",
             signing_secret_id=env.get("RUNNER_SIGNING_SECRET_ID") or "runner/token-signing-key",
             token_ttl_seconds=_int_env(env, "RUNNER_TOKEN_TTL_SECONDS", DEFAULT_TOKEN_TTL_SECONDS),
-            local_mode=env.get("RUNNER_LOCAL", "") == "1",
+            repository_rules=LOCAL_REPOSITORY_RULES if local else RepositoryRules(),
+            webhook_rules=LOCAL_WEBHOOK_RULES if local else WebhookRules(),
+            report_aws_calls=local,
             run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
             execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
             control_state_machine_arn=env.get("RUNNER_CONTROL_STATE_MACHINE_ARN", ""),

@@ -1,5 +1,7 @@
-"""One exception hierarchy for the whole service; chalicelib/http.py maps it to HTTP."""
+"""One exception hierarchy for the whole service; chalicelib/platform/web.py maps it to HTTP."""
 from __future__ import annotations
+
+from typing import Sequence
 
 
 class RunnerError(Exception):
@@ -79,3 +81,8 @@ class AuthorizerDenied(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__("Unauthorized")
         self.reason = reason
+
+
+def either(words: Sequence[str]) -> str:
+    """Alternatives as a message names them: "a", "a or b", "a, b or c"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"

@@ -155,11 +155,11 @@ def reshape_foreign_errors(event: Any, get_response: Callable[[Any], Response]) 
 
 
 def count_aws_calls(event: Any, get_response: Callable[[Any], Response]) -> Response:
-    """HTTP middleware (local mode only): header X-Runner-AWS-Calls lists the AWS calls a request made."""
+    """HTTP middleware (when `report_aws_calls`): header X-Runner-AWS-Calls lists the AWS calls a request made."""
     from chalicelib.platform.aws import counting_calls
     from chalicelib.platform.config import get_settings
 
-    if not get_settings().local_mode:
+    if not get_settings().report_aws_calls:
         return get_response(event)
     with counting_calls() as calls:
         response = get_response(event)

@@ -13,7 +13,7 @@ from chalicelib.auth.tokens import SigningKey
 def job_service() -> JobService:
     """The Jobs service bound to this process's settings."""
     settings = get_settings()
-    return JobService(aws.client("kms"), settings.kms_key_id, settings.local_mode)
+    return JobService(aws.client("kms"), settings.kms_key_id, settings.repository_rules, settings.webhook_rules)
 
 
 @lru_cache(maxsize=1)

@@ -28,6 +28,7 @@ from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound, Runne
 from chalicelib.executions.service import DuplicateExecution, ExecutionService
 from chalicelib.jobs.service import JobService, now_ms
 from chalicelib.platform.models import Job, Schedule, ServiceAccount
+from chalicelib.platform.storage import condition_failed, failed_conditions
 from chalicelib.schedules.spec import (
     CRON, DATE, ScheduleInput, Trigger, epoch_ms, format_instant, from_epoch_ms, next_fires, parse_schedule,
 )
@@ -88,11 +89,6 @@ def render_schedule(item: Schedule, now: datetime) -> dict:
         "createdTime": int(item.created_time),
         "lastUpdatedTime": int(item.last_updated_time),
     }
-
-
-def _codes(exc: TransactWriteError) -> list[str | None]:
-    reasons = getattr(exc, "cancellation_reasons", None) or []
-    return [reason.code if reason is not None else None for reason in reasons]
 
 
 class ScheduleService:
@@ -170,7 +166,7 @@ class ScheduleService:
         except Exception as exc:
             self._scheduler.remove(item.schedule_id)
             if isinstance(exc, TransactWriteError):
-                self._raise_for(_codes(exc), account, job_id, spec.service_account_alias)
+                raise self._refusal(exc, account, job_id, spec.service_account_alias) from exc
             raise
         return render_schedule(item, now)
 
@@ -184,13 +180,14 @@ class ScheduleService:
         item.aws_expressions = list(spec.trigger.aws_expressions)
 
     @staticmethod
-    def _raise_for(codes: list[str | None], account: str, job_id: str, alias: str) -> None:
-        failed = [index for index, code in enumerate(codes) if code == "ConditionalCheckFailed"]
+    def _refusal(exc: TransactWriteError, account: str, job_id: str, alias: str) -> RunnerError:
+        """What a cancelled schedule write means, by the write whose condition failed (its job's, its account's)."""
+        failed = failed_conditions(exc)
         if 1 in failed:
-            raise NotFound(f"job {job_id} not found in account {account}")
+            return NotFound(f"job {job_id} not found in account {account}")
         if 2 in failed:
-            raise InvalidRequest("serviceAccountAlias", f"no service account {alias!r} in account {account}")
-        raise Conflict("the schedule was changed by another request; read it again")
+            return InvalidRequest("serviceAccountAlias", f"no service account {alias!r} in account {account}")
+        return Conflict("the schedule was changed by another request; read it again")
 
     def update(self, account: str, job_id: str, schedule: str, body: Any) -> dict:
         """Replace a schedule's description, service account and trigger."""
@@ -231,7 +228,7 @@ class ScheduleService:
             if changed:
                 self._resync(account, job_id, current.id)
             if isinstance(exc, TransactWriteError):
-                self._raise_for(_codes(exc), account, job_id, updated.service_account_alias)
+                raise self._refusal(exc, account, job_id, updated.service_account_alias) from exc
             raise
         return render_schedule(self._load(account, job_id, current.id), now)
 
@@ -253,8 +250,8 @@ class ScheduleService:
                 transaction.update(ServiceAccount(account, item.service_account_alias),
                                    actions=[ServiceAccount.schedule_count.add(-1)])
         except TransactWriteError as exc:
-            if _codes(exc)[:1] == ["ConditionalCheckFailed"]:
-                raise NotFound(f"schedule {schedule} of job {job_id} not found in account {account}") from None
+            if 0 in failed_conditions(exc):  # the schedule's own delete: gone already
+                raise NotFound(f"schedule {schedule} of job {job_id} not found in account {account}") from exc
             raise
         self._forget(item.schedule_id)
 
@@ -278,9 +275,9 @@ class ScheduleService:
             try:
                 self._jobs.delete(account, job_id, also=also)
                 break
-            except TransactWriteError:
+            except TransactWriteError as exc:
                 if attempt == 2:
-                    raise Conflict(f"the schedules of job {job_id} kept changing while deleting it; retry") from None
+                    raise Conflict(f"the schedules of job {job_id} kept changing while deleting it; retry") from exc
         for item in items:
             self._forget(item.schedule_id)
         # A schedule created while the job was being deleted (its create checked the job first).
@@ -360,7 +357,7 @@ class ScheduleService:
         try:
             item.update(actions=actions, condition=condition)
         except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise
 
     def _orphan(self, name: str) -> dict:

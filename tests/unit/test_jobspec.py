@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import base64
 import copy
+from dataclasses import replace
 
 import pytest
 
 from chalicelib.platform.errors import InvalidRequest
-from chalicelib.jobs.spec import parse_job, render_secret_masks
+from chalicelib.jobs.spec import JobInput, parse_job, render_secret_masks
+from chalicelib.platform.config import RepositoryRules, Settings
 from chalicelib.platform.sealing import MASK
 from tests.keyfactory import b64_key
+
+ON_AWS = Settings()
+IN_LOCAL_MODE = Settings.from_environ({"RUNNER_LOCAL": "1"})
 
 VALID = {
     "description": "Sample Job",
@@ -32,14 +37,18 @@ def body(**changes):
     return document
 
 
-def rejected(document, local_mode=False) -> InvalidRequest:
+def parse(document, settings: Settings = ON_AWS) -> JobInput:
+    return parse_job(document, settings.repository_rules, settings.webhook_rules)
+
+
+def rejected(document, settings: Settings = ON_AWS) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as caught:
-        parse_job(document, local_mode)
+        parse(document, settings)
     return caught.value
 
 
 def test_minimal_job_gets_defaults():
-    spec = parse_job(body(), False).spec
+    spec = parse(body()).spec
     assert spec["repository"] == {"url": "https://github.com/org/repo.git", "branch": "master",
                                   "defaultPlaybook": "site.yml"}
     assert spec["executionTtl"] is None
@@ -64,11 +73,22 @@ def test_non_https_repository_urls_are_rejected_on_aws(url):
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080/r.git", "file:///tmp/repo", "https://h/r.git",
                                  "ssh://git@host/r.git", "git@github.com:org/repo.git"])
 def test_local_mode_also_allows_file_and_http(url):
-    assert parse_job(body(repository__url=url), True).spec["repository"]["url"] == url
+    assert parse(body(repository__url=url), IN_LOCAL_MODE).spec["repository"]["url"] == url
 
 
 def test_ftp_is_rejected_even_in_local_mode():
-    assert rejected(body(repository__url="ftp://h/r.git"), local_mode=True).field == "repository.url"
+    assert rejected(body(repository__url="ftp://h/r.git"), IN_LOCAL_MODE).field == "repository.url"
+
+
+def test_the_refusal_names_the_schemes_the_rules_allow():
+    assert "https:// or ssh://" in rejected(body(repository__url="ftp://h/r.git")).message
+    assert "https://, ssh://, http:// or file://" in rejected(body(repository__url="ftp://h/r.git"),
+                                                              IN_LOCAL_MODE).message
+
+
+def test_an_scp_like_address_is_ssh_and_needs_ssh_allowed():
+    https_only = replace(ON_AWS, repository_rules=RepositoryRules(schemes=("https",)))
+    assert rejected(body(repository__url="git@github.com:org/repo.git"), https_only).field == "repository.url"
 
 
 @pytest.mark.parametrize("playbook", ["/etc/passwd", "../x.yml", "a/../../x.yml", "..", "-x.yml", "C:\\x.yml"])
@@ -77,14 +97,14 @@ def test_playbook_outside_the_repository_is_rejected(playbook):
 
 
 def test_playbook_path_is_normalized():
-    spec = parse_job(body(repository__defaultPlaybook="./plays//a/../site.yml"), False).spec
+    spec = parse(body(repository__defaultPlaybook="./plays//a/../site.yml")).spec
     assert spec["repository"]["defaultPlaybook"] == "plays/site.yml"
 
 
 def test_ref_is_a_synonym_of_branch():
     document = body()
     document["repository"]["ref"] = "v1.2"
-    assert parse_job(document, False).spec["repository"]["branch"] == "v1.2"
+    assert parse(document).spec["repository"]["branch"] == "v1.2"
 
 
 @pytest.mark.parametrize("branch", ["-upload-pack=x", "a..b", "has space", "x~1", ""])
@@ -98,7 +118,7 @@ def test_unknown_callback_level_is_rejected():
 
 
 def test_callback_level_defaults_to_debug_and_accepts_bare_urls():
-    spec = parse_job(body(callbacks=["https://h.example.com/a", {"url": "https://h.example.com/b", "level": "result"}]), False).spec
+    spec = parse(body(callbacks=["https://h.example.com/a", {"url": "https://h.example.com/b", "level": "result"}])).spec
     assert spec["callbacks"] == [{"url": "https://h.example.com/a", "level": "DEBUG"},
                                  {"url": "https://h.example.com/b", "level": "RESULT"}]
 
@@ -131,14 +151,14 @@ def test_ssh_private_key_must_be_base64_of_a_pem_key(value):
 @pytest.mark.parametrize("kind", ["ed25519", "rsa"])
 def test_real_keys_are_accepted_and_kept_apart_from_the_spec(kind):
     key = b64_key(kind)
-    parsed = parse_job(body(sshPrivateKey=key, hosts=[{"id": "web", "sshPrivateKey": key}]), False)
+    parsed = parse(body(sshPrivateKey=key, hosts=[{"id": "web", "sshPrivateKey": key}]))
     assert "sshPrivateKey" not in parsed.spec and "sshPrivateKey" not in parsed.spec["hosts"][0]
     assert parsed.secrets["sshPrivateKey"].startswith("-----BEGIN")
     assert parsed.secrets["hosts[web].sshPrivateKey"].startswith("-----BEGIN")
 
 
 def test_repository_password_is_a_secret_and_needs_a_username():
-    parsed = parse_job(body(repository__credentials={"username": "u", "password": "p4ss"}), False)
+    parsed = parse(body(repository__credentials={"username": "u", "password": "p4ss"}))
     assert parsed.spec["repository"]["credentials"] == {"username": "u"}
     assert parsed.secrets == {"repository.credentials.password": "p4ss"}
     assert rejected(body(repository__credentials={"password": "p"})).field == "repository.credentials.username"
@@ -150,14 +170,14 @@ def test_body_must_be_an_object(document):
 
 
 def test_playbook_tags_are_accepted_at_top_level_or_in_the_repository():
-    assert parse_job(body(playbookTags=["a", "b"]), False).spec["playbookTags"] == ["a", "b"]
-    assert parse_job(body(repository__playbookTags=["c"]), False).spec["playbookTags"] == ["c"]
-    assert parse_job(body(playbookTags="a, b"), False).spec["playbookTags"] == ["a", "b"]
+    assert parse(body(playbookTags=["a", "b"])).spec["playbookTags"] == ["a", "b"]
+    assert parse(body(repository__playbookTags=["c"])).spec["playbookTags"] == ["c"]
+    assert parse(body(playbookTags="a, b")).spec["playbookTags"] == ["a", "b"]
 
 
 def test_masks_are_rendered_where_secrets_are_stored():
-    spec = parse_job(body(hosts=[{"id": "web"}, {"id": "db"}],
-                          repository__credentials={"username": "u"}), False).spec
+    spec = parse(body(hosts=[{"id": "web"}, {"id": "db"}],
+                      repository__credentials={"username": "u"})).spec
     shown = render_secret_masks(spec, {"hosts[db].sshPrivateKey", "repository.credentials.password", "sshPrivateKey"})
     assert shown["hosts"][1]["sshPrivateKey"] == MASK and "sshPrivateKey" not in shown["hosts"][0]
     assert shown["repository"]["credentials"] == {"username": "u", "password": MASK}

@@ -144,6 +144,12 @@ def full_job_body() -> dict:
     }
 
 
+def parse_on_aws(body: dict) -> jobspec.JobInput:
+    """A job body as the service parses it on AWS."""
+    settings = Settings()
+    return jobspec.parse_job(body, settings.repository_rules, settings.webhook_rules)
+
+
 JOB_BODIES = [
     full_job_body(),
     {"repository": {"url": "git@example.com:org/repo.git", "defaultPlaybook": "site.yml"}, "hosts": [{"id": "localhost"}]},
@@ -151,7 +157,7 @@ JOB_BODIES = [
 
 
 def rendered(body: dict) -> dict:
-    job_input = jobspec.parse_job(body, local_mode=False)
+    job_input = parse_on_aws(body)
     job = Job("DEMO", "1111505e-6773-494a-b2bf-d2cc2684710d", created_time=1440785845177,
               last_updated_time=1440785845178, spec=json.dumps(job_input.spec),
               sealed=json.dumps({path: {} for path in job_input.secrets}) if job_input.secrets else None)
@@ -160,7 +166,7 @@ def rendered(body: dict) -> dict:
 
 @pytest.mark.parametrize("body", JOB_BODIES, ids=["every-member", "minimal"])
 def test_a_job_body_the_service_accepts_is_a_valid_job_input(spec, body):
-    jobspec.parse_job(body, local_mode=False)
+    parse_on_aws(body)
     assert_valid(spec, "JobInput", body)
 
 
@@ -188,7 +194,7 @@ def test_the_examples_match_their_schemas(spec):
     assert_valid(spec, "Job", spec["components"]["schemas"]["Job"]["example"])
     create = spec["paths"]["/jobs/{accountAlias}"]["post"]["requestBody"]["content"]["application/json"]
     assert_valid(spec, "JobInput", create["example"])
-    jobspec.parse_job(create["example"], local_mode=False)
+    parse_on_aws(create["example"])
     login = spec["paths"]["/authentication/login"]["post"]["requestBody"]["content"]["application/json"]
     assert_valid(spec, "LoginRequest", login["example"])
     for response in spec["components"]["responses"].values():

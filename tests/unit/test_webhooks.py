@@ -9,6 +9,10 @@ import pytest
 from chalicelib.callbacks.notices import deliveries, wanted
 from chalicelib.callbacks.targets import UnsafeTarget, safe_address
 from chalicelib.callbacks.sender import sign
+from chalicelib.platform.config import LOCAL_WEBHOOK_RULES, Settings, WebhookRules
+
+ON_AWS = Settings().webhook_rules
+IN_LOCAL_MODE = Settings.from_environ({"RUNNER_LOCAL": "1"}).webhook_rules
 
 
 def status(value: str) -> dict:
@@ -62,19 +66,37 @@ def test_the_signature_is_the_hex_hmac_sha256_of_the_raw_body():
 ])
 def test_on_aws_private_loopback_metadata_and_plain_http_targets_are_refused(url):
     with pytest.raises(UnsafeTarget):
-        safe_address(url, local_mode=False)
+        safe_address(url, ON_AWS)
 
 
 def test_on_aws_a_public_https_address_is_used_as_resolved():
-    assert safe_address("https://93.184.216.34:8443/hook", local_mode=False) == ("https", "93.184.216.34", 8443)
+    assert safe_address("https://93.184.216.34:8443/hook", ON_AWS) == ("https", "93.184.216.34", 8443)
 
 
 def test_local_mode_allows_loopback_over_http_but_never_metadata():
-    assert safe_address("http://127.0.0.1:9000/x", local_mode=True) == ("http", "127.0.0.1", 9000)
+    assert safe_address("http://127.0.0.1:9000/x", IN_LOCAL_MODE) == ("http", "127.0.0.1", 9000)
     with pytest.raises(UnsafeTarget):
-        safe_address("http://169.254.169.254/latest", local_mode=True)
+        safe_address("http://169.254.169.254/latest", IN_LOCAL_MODE)
     with pytest.raises(UnsafeTarget):
-        safe_address("ftp://127.0.0.1/x", local_mode=True)
+        safe_address("ftp://127.0.0.1/x", IN_LOCAL_MODE)
+
+
+def test_local_mode_is_what_sets_the_permissive_rules():
+    assert IN_LOCAL_MODE == LOCAL_WEBHOOK_RULES
+    assert ON_AWS == WebhookRules() == Settings.from_environ({"RUNNER_LOCAL": "0"}).webhook_rules
+    assert (Settings.from_environ({"RUNNER_LOCAL": "1"}).report_aws_calls, Settings.from_environ({}).report_aws_calls) \
+        == (True, False)
+
+
+def test_loopback_and_private_networks_are_allowed_separately_and_metadata_never():
+    loopback = WebhookRules(allow_loopback=True)
+    private = WebhookRules(allow_private=True)
+    assert safe_address("https://127.0.0.1/x", loopback)[1] == "127.0.0.1"
+    assert safe_address("https://10.0.0.5/x", private)[1] == "10.0.0.5"
+    for url, rules in (("https://10.0.0.5/x", loopback), ("https://127.0.0.1/x", private),
+                       ("https://169.254.169.254/x", WebhookRules(allow_loopback=True, allow_private=True))):
+        with pytest.raises(UnsafeTarget):
+            safe_address(url, rules)
 
 
 @pytest.mark.parametrize("url", ["https://10.0.0.5/hook", "https://localhost/hook", "https://169.254.169.254/x"])
@@ -83,6 +105,6 @@ def test_a_job_cannot_name_a_private_callback_target_on_aws(url):
     from chalicelib.jobs.spec import validate_callback_url
 
     with pytest.raises(InvalidRequest) as raised:
-        validate_callback_url(url, local_mode=False, field_name="callbacks[0].url")
+        validate_callback_url(url, ON_AWS, field_name="callbacks[0].url")
     assert raised.value.field == "callbacks[0].url"
-    assert validate_callback_url("https://hooks.invalid/runner", local_mode=False, field_name="x")  # checked at send
+    assert validate_callback_url("https://hooks.invalid/runner", ON_AWS, field_name="x")  # checked at send
