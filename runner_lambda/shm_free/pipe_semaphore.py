@@ -18,27 +18,31 @@ import threading
 import time
 
 RECURSIVE_MUTEX, SEMAPHORE = 0, 1
-# A pipe holds at most its capacity in tokens; 1 MiB is Linux's default pipe-max-size.
-PIPE_CAPACITY = 1 << 20
-F_SETPIPE_SZ = 1031
+# A semaphore holds at most as many tokens as its pipe holds bytes: 64 KiB by default. Asking
+# for bigger pipes would spend the user's pipe budget (pipe-user-pages-soft), past which every
+# new pipe of the user gets one page; so the pipe keeps its size, and its capacity is read back.
+DEFAULT_PIPE_CAPACITY = 1 << 16
+F_GETPIPE_SZ = 1032
 
 
 class PipeSemLock:
     """The interface of `_multiprocessing.SemLock`, for processes related by fork."""
 
-    SEM_VALUE_MAX = PIPE_CAPACITY
+    SEM_VALUE_MAX = DEFAULT_PIPE_CAPACITY
 
     def __init__(self, kind: int, value: int, maxvalue: int, name: str | None, unlink: bool) -> None:
         if value < 0 or value > maxvalue:
             raise ValueError("invalid value")
         self.kind = kind
-        self.maxvalue = min(maxvalue, PIPE_CAPACITY)
         self.name = None if unlink else name
         self._read, self._write = os.pipe2(os.O_CLOEXEC)
         try:
-            fcntl.fcntl(self._write, F_SETPIPE_SZ, PIPE_CAPACITY)
+            capacity = fcntl.fcntl(self._write, F_GETPIPE_SZ)
         except OSError:
-            pass  # the default 64 KiB is enough for every lock and queue ansible makes
+            capacity = 4096  # the least a pipe holds
+        # Never more tokens than the pipe holds: the initial write fits an empty pipe, so it
+        # cannot block, and a release past the capacity is refused as one past maxvalue is.
+        self.maxvalue = min(maxvalue, capacity)
         os.set_blocking(self._read, False)
         if value:
             os.write(self._write, b"\0" * min(value, self.maxvalue))

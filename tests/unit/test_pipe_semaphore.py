@@ -83,3 +83,12 @@ def test_multiprocessing_queues_work_on_pipe_semaphores_when_sem_open_fails():
     # THEN every message arrives
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(list(range(8)))
+
+
+def test_a_semaphore_never_holds_more_tokens_than_its_pipe():
+    # multiprocessing.Queue() asks for SEM_VALUE_MAX tokens; writing them all would block forever
+    semaphore = PipeSemLock(SEMAPHORE, 1 << 30, 1 << 30, None, True)
+    assert 0 < semaphore.maxvalue <= 1 << 20
+    assert semaphore._get_value() == semaphore.maxvalue
+    with pytest.raises(ValueError):
+        semaphore.release()
