@@ -222,7 +222,9 @@ class Heartbeat:
         return self
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        # The first beat goes at once: the heartbeat window has been running since the run
+        # message was sent, and a claim under load may come late in it.
+        while True:
             try:
                 self._sfn.send_task_heartbeat(taskToken=self._token)
             except ClientError as exc:
@@ -236,6 +238,8 @@ class Heartbeat:
                 logger.warning("heartbeat failed: %s", code)
             except Exception:  # noqa: BLE001 - a heartbeat is retried at the next beat
                 logger.exception("heartbeat failed")
+            if self._stop.wait(self._interval):
+                return
 
     def stop(self) -> None:
         self._stop.set()
