@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import STOP_TIMEOUT, assert_error, http_session
 
-TOP_LEVEL_KEYS = {"baseUrl", "accountAlias", "username", "password", "bearerToken", "accounts"}
+TOP_LEVEL_KEYS = {"baseUrl", "accountAlias", "username", "password", "bearerToken", "accounts", "exampleRepository"}
 ACCOUNT_KEYS = {"accountAlias", "username", "password", "bearerToken"}
 MASK = "********"
 
@@ -45,6 +45,7 @@ def test_local_json_has_exactly_the_documented_shape_with_every_account(service)
     assert {key: document[key] for key in ACCOUNT_KEYS} == accounts[0]
     assert accounts[0]["username"] != accounts[1]["username"]
     assert accounts[0]["password"] != accounts[1]["password"]
+    assert document["exampleRepository"].startswith("file://") and document["exampleRepository"].endswith("examples.git")
 
 
 def test_local_json_is_readable_by_its_owner_only(service):
