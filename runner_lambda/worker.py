@@ -15,7 +15,6 @@ from chalicelib.executions.service import RUN_KEY_DEFAULT, ExecutionService, run
 from chalicelib.jobs.service import JobService
 from chalicelib.jobs.spec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
 from chalicelib.callbacks.notices import Notifier
-from chalicelib.executions.service import render_event
 from chalicelib.platform.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
@@ -112,7 +111,7 @@ class Attempt:
 
     def _notify_events(self, execution: Execution, batch: list[ExecutionEvent]) -> None:
         if self.deps.notifier is not None:
-            self.deps.notifier.events(execution, states.RUNNING, [render_event(event) for event in batch])
+            self.deps.notifier.events(execution, states.RUNNING, [int(event.seq) for event in batch])
 
     def _finish(self, execution: Execution, status: str, **details: Any) -> bool:
         """Record the final status (see reporting.finish) and notice it."""

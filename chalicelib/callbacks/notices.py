@@ -3,8 +3,13 @@
 A notice is one fact about an execution (an ansible-runner event, or a status change) with a
 `seq` drawn from the execution's own counter, so a receiver can order and de-duplicate. Each
 notice becomes one delivery per callback of the job whose level wants it; deliveries travel on
-the callback queue to the sender (chalicelib/webhooks.py). Producers only enqueue: a slow or dead
-receiver never slows a run.
+the callback queue to the sender (chalicelib/callbacks/sender.py). Producers only enqueue: a
+slow or dead receiver never slows a run.
+
+Every message on the callback queue is a reference (which execution, which attempt, which
+status, which stored event), never content: the worker that queues them runs hostile playbooks,
+so the sender rebuilds each notice from the tables, and takes the account, the callback URLs and
+their levels from the stored execution alone.
 """
 from __future__ import annotations
 
@@ -47,6 +52,14 @@ def wanted(level: str, notice: dict) -> bool:
     return level == ERROR and (notice.get("event") or {}).get("event") in ERROR_EVENTS
 
 
+def reference(notice: dict) -> dict:
+    """What a delivery message carries of its notice: enough to rebuild it from the tables."""
+    found = {key: notice[key] for key in ("type", "attempt", "seq", "status", "timestamp")}
+    if notice["type"] == "event":
+        found["eventSeq"] = notice["event"]["seq"]
+    return found
+
+
 def deliveries(notice: dict, callbacks: Iterable[dict]) -> list[dict]:
     """The delivery messages of a notice: one per callback that wants it."""
     found = []
@@ -55,8 +68,9 @@ def deliveries(notice: dict, callbacks: Iterable[dict]) -> list[dict]:
         if wanted(level, notice):
             delivery_id = str(uuid.uuid5(DELIVERY_NAMESPACE, f"{notice['executionId']}/{notice['seq']}/{level}/"
                                                              f"{callback['url']}"))
-            found.append({"delivery": {**notice, "deliveryId": delivery_id, "url": callback["url"], "level": level,
-                                       "tries": 0}})
+            found.append({"delivery": {"jobId": notice["jobId"], "executionId": notice["executionId"],
+                                       "deliveryId": delivery_id, "url": callback["url"], "level": level,
+                                       "tries": 0, "notice": reference(notice)}})
     return found
 
 
@@ -118,17 +132,15 @@ class Notifier:
             logger.exception("could not reserve a callback seq for execution %s", execution.execution_id)
         self.send([message])
 
-    def events(self, execution: Execution, status: str, events: list[dict]) -> None:
-        """Notice ansible-runner events, in order (their seqs are reserved together)."""
-        callbacks = parse_callbacks(execution)
-        if not callbacks or not events:
+    def events(self, execution: Execution, status: str, event_seqs: list[int]) -> None:
+        """Notice stored ansible-runner events, in order (their notice seqs are reserved together)."""
+        if not parse_callbacks(execution) or not event_seqs:
             return
         try:
-            first = take_seqs(execution.job_id, execution.execution_id, len(events))
+            first = take_seqs(execution.job_id, execution.execution_id, len(event_seqs))
         except UpdateError:
             logger.exception("could not reserve callback seqs for execution %s", execution.execution_id)
             return
-        messages: list[dict] = []
-        for offset, event in enumerate(events):
-            messages += deliveries(event_notice(execution, first + offset, status, event), callbacks)
-        self.send(messages)
+        self.send([{"events": {"jobId": execution.job_id, "executionId": execution.execution_id,
+                               "attempt": int(execution.attempt), "status": status,
+                               "eventSeqs": [int(seq) for seq in event_seqs], "firstSeq": first}}])

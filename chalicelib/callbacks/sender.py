@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import random
+import re
 import secrets as token_source
 import time
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib.platform import models
 from chalicelib.executions import states
-from chalicelib.callbacks.notices import Notifier, deliveries, parse_callbacks, take_seqs, timestamp
+from chalicelib.callbacks.notices import Notifier, deliveries, event_notice, parse_callbacks, take_seqs, timestamp
 from chalicelib.platform.config import Settings
 from chalicelib.platform.errors import NotFound
-from chalicelib.executions.service import render_execution
+from chalicelib.executions.service import render_event, render_execution
 from chalicelib.jobs.service import now_ms
-from chalicelib.platform.models import Account, Delivery, Execution
+from chalicelib.platform.models import Account, Delivery, Execution, ExecutionEvent
 from chalicelib.platform.sealing import Opener, Sealer
 from chalicelib.platform.storage import condition_failed
 from chalicelib.callbacks.targets import UnsafeTarget, safe_address
@@ -30,6 +31,7 @@ from chalicelib.callbacks.targets import UnsafeTarget, safe_address
 logger = logging.getLogger("runner.webhooks")
 
 MAX_DELAY_SECONDS = 900  # SQS's longest message delay
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 DELIVERY_RETENTION_DAYS = 30
 def sign(secret: str, body: bytes) -> str:
     """The X-Runner-Signature value of a body."""
@@ -106,34 +108,120 @@ class Sender:
         self._http = urllib3.PoolManager(num_pools=32, maxsize=8, retries=False)
 
     def handle(self, message: dict) -> None:
-        """One queue message."""
+        """One queue message: a reference to a status change, to stored events, or to one delivery."""
         models.bind()
-        if "statusChange" in message:
-            self._status_change(message["statusChange"])
-        elif "delivery" in message:
-            self._deliver(message["delivery"])
+        kind = next((key for key in ("statusChange", "events", "delivery") if isinstance(message.get(key), dict)), None)
+        if kind is None:
+            logger.error("ignoring an unknown callback message: %s", sorted(message)[:5])
+            return
+        reference = message[kind]
+        execution = self._execution(reference)
+        if execution is None:
+            logger.warning("ignoring a callback message for an execution that is not stored")
+            return
+        if kind == "statusChange":
+            notice = self._status_notice(execution, {**reference, "type": "status"})
+            if notice is not None:
+                self._notifier.send(deliveries(notice, parse_callbacks(execution)))
+        elif kind == "events":
+            self._notifier.send(self._event_deliveries(execution, reference))
         else:
-            logger.error("ignoring an unknown callback message: %s", sorted(message))
+            self._deliver(execution, reference)
 
-    def _status_change(self, change: dict) -> None:
+    @staticmethod
+    def _execution(reference: dict) -> Execution | None:
+        job_id, execution_id = reference.get("jobId"), reference.get("executionId")
+        if not isinstance(job_id, str) or not isinstance(execution_id, str) or not job_id or not execution_id:
+            return None
         try:
-            execution = Execution.get(change["jobId"], change["executionId"], consistent_read=True)
+            return Execution.get(job_id, execution_id, consistent_read=True)
         except DoesNotExist:
-            return
-        callbacks = parse_callbacks(execution)
-        if not callbacks:
-            return
+            return None
+
+    @staticmethod
+    def _seq(execution: Execution, seq: Any) -> int | None:
+        """A notice seq the execution's counter has handed out, or None."""
+        handed_out = int(execution.notify_seq or 0)
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq <= handed_out else None
+
+    @staticmethod
+    def _timestamp(value: Any) -> str:
+        return value if isinstance(value, str) and TIMESTAMP.fullmatch(value) else timestamp()
+
+    def _status_notice(self, execution: Execution, reference: dict) -> dict | None:
+        """The notice of a status change, from the stored execution; None unless it is one it went through."""
+        status, attempt, stored_attempt = reference.get("status"), reference.get("attempt"), int(execution.attempt)
+        if not isinstance(attempt, int) or not 1 <= attempt <= stored_attempt or status not in states.ALLOWED_FROM:
+            return None
+        if attempt == stored_attempt and not states.passed_through(status, execution.status):
+            return None
+        if attempt < stored_attempt and status not in states.ACTIVE | states.RESTARTABLE:
+            return None  # an earlier attempt ended in a status a restart starts from
+        seq = self._seq(execution, reference.get("seq"))
+        if seq is None:
+            seq = take_seqs(execution.job_id, execution.execution_id, 1)
         notice = {"type": "status", "accountAlias": execution.account_alias, "jobId": execution.job_id,
-                  "executionId": execution.execution_id, "attempt": int(change["attempt"]),
-                  "seq": change.get("seq") or take_seqs(execution.job_id, execution.execution_id, 1),
-                  "status": change["status"],
-                  "event": None, "timestamp": change.get("timestamp") or timestamp()}
-        if change["status"] in states.FINAL and int(execution.attempt) == int(change["attempt"]):
+                  "executionId": execution.execution_id, "attempt": attempt, "seq": seq, "status": status,
+                  "event": None, "timestamp": self._timestamp(reference.get("timestamp"))}
+        if status in states.FINAL and attempt == stored_attempt:
             document = render_execution(execution)
             notice["result"] = {"status": document["status"], "status_reason": document["status_reason"],
                                 "timers": document["timers"], "failed_hosts": document["failed_hosts"],
                                 "stats": json.loads(execution.stats) if execution.stats else {}}
-        self._notifier.send(deliveries(notice, callbacks))
+        return notice
+
+    def _event_notice(self, execution: Execution, event_seq: Any, seq: int, status: Any,
+                      moment: Any = None) -> dict | None:
+        """The notice of one stored event (as the events route shows it), or None."""
+        if not isinstance(event_seq, int) or isinstance(event_seq, bool):
+            return None
+        try:
+            item = ExecutionEvent.get(execution.execution_id, event_seq)
+        except DoesNotExist:
+            return None
+        notice = event_notice(execution, seq, status if status in states.ACTIVE else states.RUNNING, render_event(item))
+        notice["attempt"] = int(item.attempt)
+        notice["timestamp"] = self._timestamp(moment or notice["timestamp"])
+        return notice
+
+    def _event_deliveries(self, execution: Execution, reference: dict) -> list[dict]:
+        """The deliveries of stored events whose notice seqs the worker reserved."""
+        event_seqs, first = reference.get("eventSeqs"), reference.get("firstSeq")
+        if not isinstance(event_seqs, list) or self._seq(execution, first) is None:
+            return []
+        if self._seq(execution, first + len(event_seqs) - 1) is None:
+            return []
+        callbacks = parse_callbacks(execution)
+        found: list[dict] = []
+        for offset, event_seq in enumerate(event_seqs):
+            notice = self._event_notice(execution, event_seq, first + offset, reference.get("status"))
+            if notice is not None:
+                found += deliveries(notice, callbacks)
+        return found
+
+    def rebuild(self, execution: Execution, delivery: dict) -> dict | None:
+        """A delivery's whole content from the tables: its callback must be the execution's own."""
+        url, level, reference = delivery.get("url"), delivery.get("level"), delivery.get("notice")
+        if not isinstance(reference, dict) or not any(
+                callback["url"] == url and callback["level"] == level for callback in parse_callbacks(execution)):
+            return None
+        seq = self._seq(execution, reference.get("seq"))
+        if seq is None:
+            return None
+        if reference.get("type") == "event":
+            notice = self._event_notice(execution, reference.get("eventSeq"), seq, reference.get("status"),
+                                        reference.get("timestamp"))
+        else:
+            notice = self._status_notice(execution, {**reference, "seq": seq})
+        if notice is None:
+            return None
+        made = deliveries(notice, [{"url": url, "level": level}])
+        if not made:
+            return None  # the level does not want this notice
+        tries = delivery.get("tries")
+        first_try = delivery.get("firstTry")
+        return {**made[0]["delivery"], **notice, "tries": tries if isinstance(tries, int) else 0,
+                "firstTry": first_try if isinstance(first_try, int) else None}
 
     def _gone(self, execution_id: str, url: str) -> bool:
         try:
@@ -146,10 +234,14 @@ class Sender:
     def _gone_key(url: str) -> str:
         return "gone#" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
 
-    def _deliver(self, delivery: dict) -> None:
+    def _deliver(self, execution: Execution, reference: dict) -> None:
+        delivery = self.rebuild(execution, reference)
+        if delivery is None:
+            logger.warning("ignoring a delivery that the stored execution %s does not back", execution.execution_id)
+            return
         execution_id, url = delivery["executionId"], delivery["url"]
-        tries = int(delivery.get("tries", 0)) + 1
-        first_try = int(delivery.get("firstTry") or now_ms())
+        tries = delivery["tries"] + 1
+        first_try = delivery["firstTry"] or now_ms()
         record = Delivery(execution_id, delivery["deliveryId"], url=url, level=delivery["level"], seq=delivery["seq"],
                           type=delivery["type"], tries=tries, first_try_time=first_try, last_try_time=now_ms(),
                           expires_at=int(time.time()) + DELIVERY_RETENTION_DAYS * 86400, state="PENDING")
@@ -160,6 +252,7 @@ class Sender:
         body = json.dumps(self.payload(delivery), separators=(",", ":"), sort_keys=True).encode("utf-8")
         outcome = self._post(url, body, delivery)
         record.status_code, record.last_error = outcome.status_code, outcome.error
+        again = {**reference, "tries": tries, "firstTry": first_try}
         if outcome.status_code is not None and 200 <= outcome.status_code < 300:
             record.state = "DELIVERED"
         elif outcome.status_code == 410:
@@ -168,12 +261,11 @@ class Sender:
                      expires_at=record.expires_at).save()
         elif (now_ms() - first_try) / 1000 < self._settings.callback_retry_window_seconds:
             record.state = "RETRYING"
-            self._retry({**delivery, "tries": tries, "firstTry": first_try}, tries)
+            self._retry(again, tries)
         else:
             record.state = "FAILED"
             self._sqs.send_message(QueueUrl=self._settings.callback_dead_letter_queue_url,
-                                   MessageBody=json.dumps({"delivery": {**delivery, "tries": tries,
-                                                                        "firstTry": first_try}}))
+                                   MessageBody=json.dumps({"delivery": again}))
         record.save()
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The execution state machine: which status may follow which, as data (DESIGN.md section 4)."""
+"""The execution state machine: which status may follow which, as data (docs/architecture.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,6 +49,23 @@ WORKER_LOST: dict[str, str] = {
     STOPPING: FAILURE,
     KILLING: KILLED,
 }
+
+
+def passed_through(status: str, current: str) -> bool:
+    """Whether one attempt now in `current` may have been in `status` on its way (or be in it).
+
+    Follows the table within an attempt: a restart (back to PENDING) begins another attempt.
+    """
+    if status not in ALLOWED_FROM or current not in ALLOWED_FROM:
+        return False
+    seen, frontier = {status}, [status]
+    while frontier:
+        here = frontier.pop()
+        for target, sources_of_target in ALLOWED_FROM.items():
+            if target != PENDING and here in sources_of_target and target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    return current in seen
 
 
 def allowed(current: str, target: str) -> bool:

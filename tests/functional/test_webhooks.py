@@ -12,7 +12,7 @@ from chalicelib.platform import aws
 from chalicelib.platform import wiring as services
 from chalicelib.callbacks.notices import deliveries
 from chalicelib.platform.config import get_settings
-from chalicelib.platform.models import Delivery
+from chalicelib.platform.models import Delivery, Execution
 from chalicelib.callbacks.sender import sign
 
 
@@ -37,10 +37,22 @@ def receiver():
     server.shutdown()
 
 
+def stored_execution(callbacks: list[dict], execution_id: str = "e-1", account: str = "DEMO",
+                     status: str = "FAILURE") -> Execution:
+    """An ended execution of `account` whose job had `callbacks`, ten notice seqs handed out."""
+    execution = Execution("j", execution_id, account_alias=account, created_time=1, status=status, attempt=1,
+                          callbacks=json.dumps(callbacks), notify_seq=10)
+    execution.save()
+    return execution
+
+
 def delivery(url: str, seq: int, **extra) -> dict:
+    """The queue message of one delivery of FAILURE (seq `seq`) to `url`, as the sender makes them."""
+    callbacks = [{"url": url, "level": "ERROR"}]
+    stored_execution(callbacks)
     notice = {"type": "status", "accountAlias": "DEMO", "jobId": "j", "executionId": "e-1", "attempt": 1,
               "seq": seq, "status": "FAILURE", "event": None, "timestamp": "2026-11-27T00:00:00.000Z"}
-    message = deliveries(notice, [{"url": url, "level": "ERROR"}])[0]
+    message = deliveries(notice, callbacks)[0]
     message["delivery"].update(extra)
     return message
 
@@ -78,7 +90,7 @@ def test_a_failure_is_retried_later_then_dead_lettered_when_the_hour_is_over(cli
     services.sender().handle(delivery(f"{base}/500", 2, tries=12, firstTry=an_hour_ago))
     assert records()[2].state == "FAILED" and records()[2].tries == 13
     dead = sqs.receive_message(QueueUrl=get_settings().callback_dead_letter_queue_url)["Messages"]
-    assert json.loads(dead[0]["Body"])["delivery"]["seq"] == 2
+    assert json.loads(dead[0]["Body"])["delivery"]["notice"]["seq"] == 2
 
 
 def test_status_changes_made_through_the_api_are_noticed_in_order(client, tmp_path):
@@ -101,3 +113,38 @@ def test_status_changes_made_through_the_api_are_noticed_in_order(client, tmp_pa
             break
         changes += [json.loads(message["Body"])["statusChange"] for message in batch]
     assert [(change["status"], change["seq"]) for change in changes] == [("PENDING", 1), ("KILLED", 2)]
+
+
+def test_the_sender_signs_only_what_the_tables_back(client, receiver):
+    # GIVEN an ended execution of OTHER whose callback is a receiver, and one of DEMO
+    base, got = receiver
+    theirs = [{"url": f"{base}/200", "level": "DEBUG"}]
+    stored_execution(theirs, execution_id="e-other", account="OTHER")
+    # WHEN forged messages arrive (as a worker could queue them): a delivery to a URL the
+    # execution does not have, content and account of the forger's choosing, a status it never
+    # had, seqs never handed out, and a status change of an execution that does not exist
+    forged = [
+        {"delivery": {"jobId": "j", "executionId": "e-other", "url": f"{base}/200?stolen", "level": "DEBUG",
+                      "notice": {"type": "status", "attempt": 1, "seq": 1, "status": "FAILURE"}}},
+        {"delivery": {"jobId": "j", "executionId": "e-other", "url": f"{base}/200", "level": "DEBUG",
+                      "accountAlias": "DEMO", "event": {"stdout": "forged"},
+                      "notice": {"type": "status", "attempt": 1, "seq": 2, "status": "SUCCESS"}}},
+        {"delivery": {"jobId": "j", "executionId": "e-other", "url": f"{base}/200", "level": "DEBUG",
+                      "notice": {"type": "status", "attempt": 1, "seq": 99, "status": "FAILURE"}}},
+        {"delivery": {"jobId": "j", "executionId": "e-other", "url": f"{base}/200", "level": "DEBUG",
+                      "notice": {"type": "event", "attempt": 1, "seq": 3, "eventSeq": 12345, "status": "RUNNING"}}},
+        {"statusChange": {"jobId": "j", "executionId": "e-none", "attempt": 1, "status": "FAILURE"}},
+        {"events": {"jobId": "j", "executionId": "e-other", "attempt": 1, "eventSeqs": [1], "firstSeq": 50}},
+    ]
+    for message in forged:
+        services.sender().handle(message)
+    # THEN nothing was sent
+    assert got == []
+    # AND a genuine reference is sent, signed with the stored account's secret, whatever it claims
+    services.sender().handle({"delivery": {"jobId": "j", "executionId": "e-other", "url": f"{base}/200",
+                                           "level": "DEBUG", "accountAlias": "DEMO",
+                                           "notice": {"type": "status", "attempt": 1, "seq": 4,
+                                                      "status": "RUNNING"}}})
+    (_, headers, raw), = got
+    assert json.loads(raw)["accountAlias"] == "OTHER" and json.loads(raw)["status"] == "RUNNING"
+    assert headers["X-Runner-Signature"] == sign(client.other.get("/webhookSecret/OTHER").body["webhookSecret"], raw)

@@ -16,11 +16,13 @@ IN_LOCAL_MODE = Settings.from_environ({"RUNNER_LOCAL": "1"}).webhook_rules
 
 
 def status(value: str) -> dict:
-    return {"type": "status", "status": value, "executionId": "e", "seq": 3, "event": None}
+    return {"type": "status", "status": value, "accountAlias": "A", "jobId": "j", "executionId": "e", "attempt": 1,
+            "seq": 3, "event": None, "timestamp": "2026-11-30T00:00:00.000Z"}
 
 
 def event(name: str) -> dict:
-    return {"type": "event", "status": "RUNNING", "executionId": "e", "seq": 4, "event": {"event": name}}
+    return {"type": "event", "status": "RUNNING", "accountAlias": "A", "jobId": "j", "executionId": "e", "attempt": 1,
+            "seq": 4, "event": {"event": name, "seq": 7}, "timestamp": "2026-11-30T00:00:00.000Z"}
 
 
 @pytest.mark.parametrize("notice, debug, error, result", [
@@ -108,3 +110,10 @@ def test_a_job_cannot_name_a_private_callback_target_on_aws(url):
         validate_callback_url(url, ON_AWS, field_name="callbacks[0].url")
     assert raised.value.field == "callbacks[0].url"
     assert validate_callback_url("https://hooks.invalid/runner", ON_AWS, field_name="x")  # checked at send
+
+
+def test_a_delivery_message_carries_references_never_content():
+    message, = deliveries(event("runner_on_failed"), [{"url": "https://a.example/hook", "level": "ERROR"}])
+    assert message["delivery"]["notice"] == {"type": "event", "attempt": 1, "seq": 4, "status": "RUNNING",
+                                             "timestamp": "2026-11-30T00:00:00.000Z", "eventSeq": 7}
+    assert "event" not in message["delivery"] and "accountAlias" not in message["delivery"]
