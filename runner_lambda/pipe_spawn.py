@@ -16,24 +16,14 @@ import ansible_runner.runner
 import pexpect
 from pexpect.popen_spawn import PopenSpawn
 
-from runner_lambda.isolation import not_inherited
-
 
 class PipeSpawn(PopenSpawn):
-    """`pexpect.spawn`'s signature and the calls ansible-runner makes, on pipes.
-
-    The playbook gets only what was set for it: ansible-runner seeds its environment with a copy
-    of the worker's, which is dropped here (see isolation.not_inherited).
-    """
-
-    granted: frozenset = frozenset()
+    """`pexpect.spawn`'s signature and the calls ansible-runner makes, on pipes."""
 
     def __init__(self, command: str, args: list[str] | tuple = (), cwd: str | None = None,
                  env: dict | None = None, encoding: str | None = None, codec_errors: str = "strict",
                  **_ignored: object) -> None:
         # A session of its own, as a pty child has: ansible-runner kills the group on cancel.
-        if env is not None:
-            env = not_inherited(env, set(self.granted))
         super().__init__([command, *args], cwd=cwd, env=env, encoding=encoding,
                          codec_errors=codec_errors, preexec_fn=os.setsid)
         # Nothing ever answers a prompt: a playbook that asks for input gets EOF at once.
@@ -67,7 +57,6 @@ _pexpect_without_pty.__dict__.update(vars(pexpect))
 _pexpect_without_pty.spawn = PipeSpawn
 
 
-def use_pipes(granted: set[str]) -> None:
-    """Make ansible-runner start playbooks on pipes rather than a pty, with `granted` variables."""
-    PipeSpawn.granted = frozenset(granted)
+def use_pipes() -> None:
+    """Make ansible-runner start playbooks on pipes rather than a pty (idempotent)."""
     ansible_runner.runner.pexpect = _pexpect_without_pty

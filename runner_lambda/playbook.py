@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import ansible_runner
+import ansible_runner.interface
 
-from runner_lambda.isolation import run_environment
+from runner_lambda.isolation import not_inherited, run_environment
 from runner_lambda.pipe_spawn import use_pipes
 
 STAT_NAMES = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable", "skipped": "skipped"}
@@ -92,7 +92,7 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
     environment = _environment(run)
     for place in (environment["HOME"], environment["TMPDIR"]):
         Path(place).mkdir(mode=0o700, parents=True, exist_ok=True)
-    use_pipes(granted=set(environment))
+    use_pipes()
     final_stats: dict = {}
 
     def handle(event: dict) -> bool:
@@ -101,7 +101,7 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         on_event(event)
         return False  # the event is recorded by us; ansible-runner need not keep it on disk
 
-    runner = ansible_runner.run(
+    runner = ansible_runner.interface.init_runner(
         private_data_dir=run.private_data_dir,
         project_dir=run.project_dir,
         playbook=run.playbook,
@@ -116,6 +116,10 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         quiet=True,
         ident="run",
     )
+    # ansible-runner seeds the environment with a copy of the worker's, and writes it whole to
+    # artifacts/run/command, which the playbook can read: keep only what was set for the run.
+    runner.config.env = not_inherited(runner.config.env, set(environment))
+    runner.run()
     # runner.stats reads the events from disk, which the handler above keeps from being written.
     stats = final_stats
     failed = set((stats.get("failures") or {})) | set((stats.get("dark") or {}))

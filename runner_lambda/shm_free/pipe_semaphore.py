@@ -50,6 +50,16 @@ class PipeSemLock:
         self._owner: tuple[int, int] | None = None
         self._depth = 0
 
+    def __del__(self) -> None:
+        # Each process closes its own copies; the others' stay open (ansible makes a queue, with
+        # three of these, per task: without this a long playbook runs out of descriptors).
+        for fd in (getattr(self, "_read", None), getattr(self, "_write", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
     def _me(self) -> tuple[int, int]:
         return os.getpid(), threading.get_ident()
 

@@ -35,6 +35,11 @@ _FOREIGN_ENV_PREFIXES = ("RUNNER_", "AWS_", "MOTO_", "TEST_SERVER_MODE")
 _live: set["LocalMode"] = set()
 
 
+def _private(path: Path):
+    """A file opened for writing, readable by its owner only."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on now."""
     with socket.socket() as sock:
@@ -102,7 +107,9 @@ class LocalMode:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._stdout_path = self.log_dir / f"run{self._run}.stdout"
         self._stderr_path = self.log_dir / f"run{self._run}.stderr"
-        with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+        # Local mode prints every account's password: its output is for this user's eyes only
+        # (the sandboxed workers see the host's files read-only, as another user).
+        with _private(self._stdout_path) as out, _private(self._stderr_path) as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "localmode"], cwd=REPO_ROOT, env=self._environment(),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
