@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import base64
 import gc
+import hmac
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
 import sys
+import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -41,10 +44,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def emulator_environment(endpoint: str, region: str, table_prefix: str, template: dict) -> dict[str, str]:
+def new_access_key() -> str:
+    """An access key id for one run of local mode: the emulator answers nothing signed otherwise."""
+    return "LOCAL" + secrets.token_hex(10).upper()
+
+
+def emulator_environment(endpoint: str, region: str, table_prefix: str, template: dict,
+                         access_key: str = "local") -> dict[str, str]:
     """The environment that points boto3, PynamoDB and our settings at the emulator."""
     env = {
-        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_ACCESS_KEY_ID": access_key,
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_SESSION_TOKEN": "local",
         "AWS_DEFAULT_REGION": region,
@@ -142,9 +151,11 @@ class EmulatorProcess:
         self.region = region
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen | None = None
+        self._access_key = "local"
 
     def start(self, environment: dict[str, str], state: EmulatorState | None) -> EmulatorState:
         """Start the emulator, create the template's resources in it; answer its state."""
+        self._access_key = environment["AWS_ACCESS_KEY_ID"]
         # A session of its own: the terminal's Ctrl-C reaches only us, and we stop the emulator
         # after saving its tables.
         self._process = subprocess.Popen(
@@ -173,10 +184,49 @@ class EmulatorProcess:
             self._process.wait()
 
     def client(self, service: str) -> Any:
-        """A boto3 client of the emulator."""
+        """A boto3 client of the emulator, with the credentials it was started with."""
         return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint,
-                            aws_access_key_id="local", aws_secret_access_key="local",
+                            aws_access_key_id=self._access_key, aws_secret_access_key="local",
                             aws_session_token="local")
+
+
+class CredentialGate:
+    """WSGI middleware: 403 for any request not signed with local mode's access key id.
+
+    moto checks no credentials, and local mode's sandboxed workers share the machine's loopback
+    with the playbooks they run. The key id is local mode's secret (a new one each start): the
+    workers hold it, their playbooks never see it, so a playbook that finds the emulator's port
+    still reads nothing (on AWS, IAM is this boundary).
+    """
+
+    CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+    def __init__(self, app: Callable, access_key: str) -> None:
+        self._app = app
+        self._access_key = access_key
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        signed = self.CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if signed and hmac.compare_digest(signed.group(1), self._access_key):
+            return self._app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "application/json")])
+        return [b'{"__type": "AccessDeniedException", "message": "not signed with local mode\'s credentials"}']
+
+
+def close_to_strangers(server: Any, access_key: str) -> None:
+    """Let only requests signed with `access_key` through, moto's own included."""
+    import moto.stepfunctions.parser.asl.utils.boto_client as sfn_clients
+
+    # moto's Step Functions calls the other services over HTTP with fixed made-up credentials.
+    made_up = sfn_clients.boto3.client
+
+    def with_local_credentials(*args: Any, **kwargs: Any) -> Any:
+        if "aws_access_key_id" in kwargs:
+            kwargs["aws_access_key_id"] = access_key
+        return made_up(*args, **kwargs)
+
+    sfn_clients.boto3 = types.SimpleNamespace(client=with_local_credentials)
+    server._server.app = CredentialGate(server._server.app, access_key)
 
 
 def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple[Any, EmulatorState]:
@@ -190,6 +240,7 @@ def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     requests.post(f"{endpoint}/moto-api/config", json=EMULATOR_CONFIG, timeout=10).raise_for_status()
+    close_to_strangers(server, os.environ["AWS_ACCESS_KEY_ID"])
 
     def client(service: str) -> Any:
         return boto3.client(service, region_name=region, endpoint_url=endpoint)

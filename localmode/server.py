@@ -18,7 +18,7 @@ from chalicelib.platform import models
 from chalicelib.platform import wiring as services
 from chalicelib.platform.config import get_settings, reset_settings
 from localmode.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
-from localmode.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, tune_gc
+from localmode.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, new_access_key, tune_gc
 from localmode.examples import example_repository
 from localmode.gateway import RunnerRequestHandler
 from localmode.queue_poller import QueuePoller
@@ -150,7 +150,7 @@ class LocalRunner:
         self.emulator = EmulatorProcess(port=_optional_port("RUNNER_EMULATOR_PORT"),
                                         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
         environment = emulator_environment(self.emulator.endpoint, self.emulator.region,
-                                           LOCAL_PREFIX, template)
+                                           LOCAL_PREFIX, template, new_access_key())
         os.environ.update(environment)
         reset_settings()
         aws.reset_clients()

@@ -238,7 +238,7 @@ class LocalMode:
         if key not in self._aws_clients:
             self._aws_clients[key] = boto3.client(
                 service, region_name=environment["AWS_REGION"], endpoint_url=environment["AWS_ENDPOINT_URL"],
-                aws_access_key_id="local", aws_secret_access_key="local")
+                aws_access_key_id=environment["AWS_ACCESS_KEY_ID"], aws_secret_access_key="local")
         return self._aws_clients[key]
 
     def workflow(self, execution_id: str, attempt: int = 1) -> dict:
