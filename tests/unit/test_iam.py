@@ -1,0 +1,1098 @@
+"""Least privilege, function by function, checked without AWS or a network.
+
+The worker runs playbooks, which are hostile code: its credentials must be worth as little as
+possible, and so must every other function's. For each function this test
+
+1. collects every AWS call its code can make: it parses the sources the function ships with
+   (`ast`), follows calls, constructor arguments and attributes from the function's entry point
+   (a small type inference: what is a boto3 client of which service, which PynamoDB model a
+   value is, which setting names a queue or a state machine), and turns each boto3 client call,
+   PynamoDB model operation and Step Functions service integration into an IAM action on a
+   resource of a deployment modelled on infra/template.yaml (account 123456789012, CloudFormation's
+   generated names);
+2. checks that the function's own policy allows each one (the Worker's and the state machines'
+   roles from SAM's translation of infra/template.yaml, the Chalice functions' from the file
+   .chalice/config.json names for each), conditions included (the KMS encryption context of each
+   call site);
+3. checks that the policy allows nothing else: each (action, resource) a statement names is used;
+   no `*` action, `Resource: "*"` only for the actions that take no resource; the worker has a role
+   of its own with no managed policy.
+
+A call the analysis cannot resolve (a client it cannot tell the service of, a model operation on a
+value of unknown model) fails the test: annotate the code, or teach the test.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import boto3
+import botocore.exceptions
+import botocore.session
+import pytest
+from botocore import xform_name
+from chalice.config import Config
+from pynamodb.indexes import Index
+
+from chalicelib.platform.models import MODELS
+from chalicelib.platform.template import TEMPLATE_PATH, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# --- the modelled deployment ------------------------------------------------------------------
+
+PARTITION, REGION, ACCOUNT, STACK = "aws", "eu-west-1", "123456789012", "runner-prod"
+SUFFIX = "1A2B3C4D5E6F"  # CloudFormation's random part of a generated name
+KEY_ID = "0a1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d"
+STACK_ID = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/6f1c1c58-8f5e-11ef-9d83-52b1f0e3f6a1"
+
+# Chalice's logical ids for its functions in the merged template (chalice package).
+CHALICE_FUNCTIONS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
+                     "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
+                     "callback_sender": "CallbackSender"}
+WORKER = "Worker"
+STATE_MACHINES = ("ExecutionStateMachine", "ControlStateMachine")
+
+# Actions that take no resource: IAM accepts only "*" for them.
+STAR_ONLY = {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat",
+             "scheduler:ListSchedules"}
+# boto3 service name -> IAM prefix, where they differ.
+IAM_PREFIX = {"stepfunctions": "states"}
+# API operations authorised by another action.
+ACTION_OF = {"sqs:SendMessageBatch": "sqs:SendMessage", "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+             "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility"}
+# The argument of an operation that names its resource (resolved through the settings).
+RESOURCE_ARG = {"sqs": "QueueUrl", "states:StartExecution": "stateMachineArn",
+                "states:DescribeExecution": "executionArn", "secretsmanager:GetSecretValue": "SecretId"}
+# Lambda's SQS poller acts with the function's role.
+EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+# Scheduler checks iam:PassRole on the target's role (Target.RoleArn: the setting named here).
+PASSES_ROLE = {"scheduler:CreateSchedule": "scheduler_role_arn", "scheduler:UpdateSchedule": "scheduler_role_arn"}
+
+# PynamoDB: operations on a model class, an instance, an index, a transaction -> DynamoDB actions.
+MODEL_CLASS_OPS = {"get": "GetItem", "query": "Query", "scan": "Scan", "count": "Query",
+                   "batch_write": "BatchWriteItem", "batch_get": "BatchGetItem", "exists": "DescribeTable",
+                   "describe_table": "DescribeTable", "create_table": "CreateTable", "delete_table": "DeleteTable",
+                   "update_ttl": "UpdateTimeToLive"}
+MODEL_INSTANCE_OPS = {"save": "PutItem", "update": "UpdateItem", "delete": "DeleteItem", "refresh": "GetItem"}
+INDEX_OPS = {"query": "Query", "scan": "Scan", "count": "Query"}
+TRANSACTION_OPS = {"save": "PutItem", "update": "UpdateItem", "delete": "DeleteItem",
+                   "condition_check": "ConditionCheckItem", "get": "GetItem"}
+TRANSACTIONS = {"pynamodb.transactions.TransactWrite", "pynamodb.transactions.TransactGet"}
+CLIENT_FACTORIES = {"chalicelib.platform.aws:client"}
+SAFETY_NET_SERVICES = ("dynamodb", "kms", "sqs", "stepfunctions", "secretsmanager", "scheduler", "cloudformation",
+                       "s3", "sns", "lambda", "sts", "ssm", "logs", "events", "iam", "ecr")
+SETTINGS_CLASS = "chalicelib.platform.config.Settings"
+
+# Step Functions service integrations -> (IAM action, the parameter naming the resource).
+INTEGRATIONS = {
+    "arn:aws:states:::dynamodb:getItem": ("dynamodb:GetItem", "TableName"),
+    "arn:aws:states:::dynamodb:putItem": ("dynamodb:PutItem", "TableName"),
+    "arn:aws:states:::dynamodb:updateItem": ("dynamodb:UpdateItem", "TableName"),
+    "arn:aws:states:::dynamodb:deleteItem": ("dynamodb:DeleteItem", "TableName"),
+    "arn:aws:states:::sqs:sendMessage": ("sqs:SendMessage", "QueueUrl"),
+    "arn:aws:states:::sqs:sendMessage.waitForTaskToken": ("sqs:SendMessage", "QueueUrl"),
+    "arn:aws:states:::states:startExecution": ("states:StartExecution", "StateMachineArn"),
+}
+
+
+@lru_cache(maxsize=1)
+def template() -> dict:
+    return load_template()
+
+
+def resource(logical_id: str) -> dict:
+    return template()["Resources"][logical_id]
+
+
+def physical_name(logical_id: str) -> str:
+    """The name CloudFormation gives a resource (its explicit name, or a generated one)."""
+    if logical_id in CHALICE_FUNCTIONS.values():
+        return f"{STACK}-{logical_id}-{SUFFIX}"
+    kind, props = resource(logical_id)["Type"], resource(logical_id).get("Properties", {})
+    for key in ("TableName", "QueueName", "Name", "RoleName", "StateMachineName", "FunctionName"):
+        if isinstance(props.get(key), str):
+            return props[key]
+    if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+        return f"{logical_id}-{SUFFIX}"
+    return f"{STACK}-{logical_id}-{SUFFIX}"
+
+
+def arn(logical_id: str) -> str:
+    """The ARN of a template resource (or of a Chalice function) in the modelled deployment."""
+    if logical_id in CHALICE_FUNCTIONS.values():
+        return f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{physical_name(logical_id)}"
+    kind = resource(logical_id)["Type"]
+    name = physical_name(logical_id)
+    prefix = {"AWS::DynamoDB::Table": "dynamodb", "AWS::SQS::Queue": "sqs", "AWS::KMS::Key": "kms",
+              "AWS::SecretsManager::Secret": "secretsmanager", "AWS::Serverless::StateMachine": "states",
+              "AWS::StepFunctions::StateMachine": "states", "AWS::Scheduler::ScheduleGroup": "scheduler",
+              "AWS::Serverless::Function": "lambda", "AWS::Lambda::Function": "lambda"}.get(kind)
+    base = f"arn:{PARTITION}:{prefix}:{REGION}:{ACCOUNT}"
+    return {
+        "AWS::DynamoDB::Table": f"{base}:table/{name}",
+        "AWS::SQS::Queue": f"{base}:{name}",
+        "AWS::KMS::Key": f"{base}:key/{KEY_ID}",
+        "AWS::SecretsManager::Secret": f"{base}:secret:{name}-AbC1d2",
+        "AWS::Serverless::StateMachine": f"{base}:stateMachine:{name}",
+        "AWS::StepFunctions::StateMachine": f"{base}:stateMachine:{name}",
+        "AWS::Scheduler::ScheduleGroup": f"{base}:schedule-group/{name}",
+        "AWS::IAM::Role": f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}",
+        "AWS::Serverless::Function": f"{base}:function:{name}",
+        "AWS::Lambda::Function": f"{base}:function:{name}",
+    }[kind]
+
+
+def only(kind: str) -> str:
+    found = [key for key, value in template()["Resources"].items() if value["Type"] == kind]
+    assert len(found) == 1, f"the test models one {kind}, the template has {found}"
+    return found[0]
+
+
+def key_aliases(key_logical_id: str) -> list[str]:
+    return [value["Properties"]["AliasName"] for value in template()["Resources"].values()
+            if value["Type"] == "AWS::KMS::Alias" and value["Properties"].get("TargetKeyId") == {"Ref": key_logical_id}]
+
+
+def resolve(value: Any) -> Any:
+    """Intrinsic functions of the (translated) template, evaluated in the modelled deployment."""
+    if isinstance(value, list):
+        return [resolve(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        name = value["Ref"]
+        pseudo = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
+                  "AWS::StackName": STACK, "AWS::StackId": STACK_ID}
+        if name in pseudo:
+            return pseudo[name]
+        kind = resource(name)["Type"]
+        if kind == "AWS::KMS::Key":
+            return KEY_ID
+        if kind == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{physical_name(name)}"
+        if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine", "AWS::SecretsManager::Secret"):
+            return arn(name)
+        return physical_name(name)
+    if set(value) == {"Fn::GetAtt"}:
+        target = value["Fn::GetAtt"]
+        name, attribute = target if isinstance(target, list) else target.split(".", 1)
+        if attribute == "Arn":
+            return arn(name)
+        if attribute in ("QueueName", "Name"):
+            return physical_name(name)
+        raise AssertionError(f"teach the test Fn::GetAtt {name}.{attribute}")
+    if set(value) == {"Fn::Sub"}:
+        text, variables = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
+
+        def substitute(match: re.Match) -> str:
+            ref = match.group(1)
+            if ref in variables:
+                return str(resolve(variables[ref]))
+            if "." in ref:
+                return str(resolve({"Fn::GetAtt": ref.split(".", 1)}))
+            return str(resolve({"Ref": ref}))
+
+        return re.sub(r"\$\{([^}!]+)\}", substitute, text)
+    if set(value) == {"Fn::Join"}:
+        separator, parts = value["Fn::Join"]
+        return separator.join(str(resolve(part)) for part in parts)
+    return {key: resolve(item) for key, item in value.items()}
+
+
+@lru_cache(maxsize=1)
+def translated() -> dict:
+    """infra/template.yaml as SAM translates it (offline: no managed policy is looked up)."""
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    sam = load_template()
+    for props in (value["Properties"] for value in sam["Resources"].values()
+                  if value["Type"] == "AWS::Serverless::StateMachine"):
+        if "DefinitionUri" in props:  # a local file: SAM would want it uploaded first
+            props["Definition"] = json.loads((TEMPLATE_PATH.parent / props.pop("DefinitionUri")).read_text())
+    parameters = {name: spec.get("Default", "placeholder") for name, spec in sam.get("Parameters", {}).items()}
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
+    return translator.translate(sam, parameter_values=parameters, get_managed_policy_map=lambda: {})
+
+
+def role_of(logical_id: str) -> dict:
+    """The IAM role resource a translated function or state machine runs with."""
+    props = translated()["Resources"][logical_id]["Properties"]
+    reference = props.get("Role") or props.get("RoleArn")
+    assert isinstance(reference, dict) and "Fn::GetAtt" in reference, f"{logical_id} has no role of the template"
+    return translated()["Resources"][reference["Fn::GetAtt"][0]]
+
+
+def role_statements(role: dict) -> list[dict]:
+    assert not role["Properties"].get("ManagedPolicyArns"), "a managed policy grants what no test sees"
+    return [statement for policy in role["Properties"].get("Policies", [])
+            for statement in resolve(policy["PolicyDocument"])["Statement"]]
+
+
+def chalice_policy_file(function: str) -> Path:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    scoped = Config(chalice_stage="dev", function_name=function, config_from_disk=config)
+    assert not scoped.autogen_policy, "autogen_policy grants whatever Chalice guesses"
+    assert scoped.iam_policy_file, f"{function} has no iam_policy_file of its own"
+    return ROOT / ".chalice" / scoped.iam_policy_file
+
+
+def policy(function: str) -> list[dict]:
+    """The statements of a function's (or a state machine's) own policy."""
+    if function in CHALICE_FUNCTIONS:
+        return json.loads(chalice_policy_file(function).read_text())["Statement"]
+    return role_statements(role_of(function))
+
+
+# --- settings: which template resource a setting names ---------------------------------------
+
+@lru_cache(maxsize=1)
+def setting_env_vars() -> dict[str, str]:
+    """Settings field -> the environment variable it is read from (Settings.from_environ)."""
+    tree = ast.parse((ROOT / "chalicelib/platform/config.py").read_text())
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "cls":
+            for keyword in node.keywords:
+                names = [item.value for item in ast.walk(keyword.value) if isinstance(item, ast.Constant)
+                         and isinstance(item.value, str) and re.fullmatch(r"(RUNNER|AWS)_[A-Z_]+", item.value)]
+                if keyword.arg and names:
+                    found[keyword.arg] = names[0]
+    return found
+
+
+def setting_target(setting: str) -> str | None:
+    """The logical id (or pseudo parameter) a setting names through the template's Globals."""
+    variable = setting_env_vars().get(setting)
+    value = template()["Globals"]["Function"]["Environment"]["Variables"].get(variable)
+    if isinstance(value, dict) and "Ref" in value:
+        return value["Ref"]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return value["Fn::GetAtt"][0]
+    return None
+
+
+# --- the static analysis -----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Module:
+    name: str
+    tree: ast.Module
+    defs: dict[str, Any] = field(default_factory=dict)  # top-level name -> Func | Klass
+    imports: dict[str, tuple] = field(default_factory=dict)
+    assigns: dict[str, ast.expr] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Func:
+    key: str
+    module: Module
+    node: Any
+    klass: "Klass | None" = None
+    body: list | None = None  # a module's own code: its statements and decorators
+
+    @property
+    def kind(self) -> str:
+        decorators = {getattr(d, "id", getattr(d, "attr", None)) for d in getattr(self.node, "decorator_list", [])}
+        for kind in ("staticmethod", "classmethod", "property"):
+            if kind in decorators:
+                return kind
+        return "method" if self.klass else "function"
+
+    def params(self) -> list[str]:
+        args = self.node.args
+        names = [a.arg for a in args.posonlyargs + args.args]
+        return names[1:] if self.kind in ("method", "classmethod", "property") else names
+
+    def nodes(self) -> Iterable[ast.AST]:
+        if self.body is not None:
+            for statement in self.body:
+                yield from ast.walk(statement)
+        else:
+            yield from ast.walk(self.node)
+
+
+@dataclass(eq=False)
+class Klass:
+    key: str
+    module: Module
+    node: ast.ClassDef
+    methods: dict[str, Func] = field(default_factory=dict)
+    fields: dict[str, ast.expr] = field(default_factory=dict)  # class-level annotations, in order
+
+
+@dataclass
+class Call:
+    """One AWS call a function can make."""
+
+    action: str
+    resources: list[str]
+    where: str
+    context: dict = field(default_factory=dict)
+
+
+class Program:
+    """The modules a function ships with, indexed."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.modules: dict[str, Module] = {}
+        self.funcs: dict[str, Func] = {}
+        self.classes: dict[str, Klass] = {}
+        for path in files:
+            relative = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts)
+            self.modules[name] = Module(name, ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        for module in self.modules.values():
+            self._index(module)
+        self.models = {f"{model.__module__}.{model.__name__}": model for model in MODELS}
+
+    def _index(self, module: Module) -> None:
+        body: list = []
+        for node in module.tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                func = Func(f"{module.name}:{node.name}", module, node)
+                module.defs[node.name] = self.funcs[func.key] = func
+                body += node.decorator_list
+            elif isinstance(node, ast.ClassDef):
+                klass = Klass(f"{module.name}.{node.name}", module, node)
+                module.defs[node.name] = self.classes[klass.key] = klass
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        method = Func(f"{module.name}:{node.name}.{item.name}", module, item, klass)
+                        klass.methods[item.name] = self.funcs[method.key] = method
+                    elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                        klass.fields[item.target.id] = item.annotation
+                body += node.decorator_list
+            else:
+                body.append(node)
+                self._imports(module, node, module.imports)
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    module.assigns[node.targets[0].id] = node.value
+        self.funcs[f"{module.name}:<module>"] = Func(f"{module.name}:<module>", module, module.tree, body=body)
+
+    @staticmethod
+    def _imports(module: Module, node: ast.AST, into: dict) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                into[alias.asname or alias.name.split(".")[0]] = ("module", alias.name if alias.asname else
+                                                                  alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                into[alias.asname or alias.name] = ("symbol", node.module, alias.name)
+
+    def mro(self, klass: Klass) -> list[Klass]:
+        found, queue = [], [klass]
+        while queue:
+            current = queue.pop(0)
+            if current in found:
+                continue
+            found.append(current)
+            for base in current.node.bases:
+                for kind in self.lookup(current.module, getattr(base, "id", None) or "", set()):
+                    if kind[0] == "cls":
+                        queue.append(self.classes[kind[1]])
+        return found
+
+    def method(self, class_key: str, name: str) -> Func | None:
+        for klass in self.mro(self.classes[class_key]):
+            if name in klass.methods:
+                return klass.methods[name]
+        return None
+
+    def lookup(self, module: Module, name: str, seen: set) -> set:
+        """What a module-level name is: a class, a function, a module, something foreign."""
+        if (module.name, name) in seen:
+            return set()
+        seen = seen | {(module.name, name)}
+        target = module.defs.get(name)
+        if isinstance(target, Klass):
+            return {("cls", target.key)}
+        if isinstance(target, Func):
+            return {("func", target.key)}
+        imported = module.imports.get(name)
+        if imported is not None:
+            return self.imported(imported, seen)
+        return set()
+
+    def imported(self, imported: tuple, seen: set) -> set:
+        if imported[0] == "module":
+            return {("module", imported[1])} if imported[1] in self.modules else {("ext", imported[1])}
+        source, name = imported[1], imported[2]
+        if f"{source}.{name}" in self.modules:
+            return {("module", f"{source}.{name}")}
+        if source in self.modules:
+            return self.lookup(self.modules[source], name, seen)
+        return {("ext", f"{source}.{name}")}
+
+
+class Analysis:
+    """Everything reachable from a function's entry points, and the AWS calls in it."""
+
+    def __init__(self, program: Program, entries: list[str], elsewhere: Iterable[str] = ()) -> None:
+        self.program = program
+        self.elsewhere = set(elsewhere)  # entry points of other functions: never run here
+        self.params: dict[tuple, set] = defaultdict(set)
+        self.attrs: dict[tuple, set] = defaultdict(set)
+        self.returns: dict[str, set] = defaultdict(set)
+        self.reached: dict[str, Func] = {key: program.funcs[key] for key in entries}
+        self.reached_by: dict[str, str | None] = {key: None for key in entries}
+        self.calls: dict[tuple, Call] = {}
+        self.unresolved: set[str] = set()
+        # Operation names of the services used, and of those most likely to be next: a call of
+        # one of them on a value of unknown type is reported, not skipped.
+        self.op_names = {xform_name(op) for service in SAFETY_NET_SERVICES
+                         for op in service_model(service).operation_names}
+        self.recording = False
+        for _ in range(50):  # to a fixpoint: what is reached, and what every value may be
+            before = self._size()
+            for func in list(self.reached.values()):
+                self._visit(func)
+            if self._size() == before:
+                break
+        else:
+            raise AssertionError("the analysis does not settle")
+        self.recording = True  # then once more, noting the calls with everything known
+        for func in list(self.reached.values()):
+            self._visit(func)
+        assert self._size()[:4] == before[:4], "the analysis had not settled"
+
+    def _size(self) -> tuple:
+        return (len(self.reached), sum(map(len, self.params.values())), sum(map(len, self.attrs.values())),
+                sum(map(len, self.returns.values())), len(self.calls), len(self.unresolved))
+
+    # -- types ---------------------------------------------------------------------------------
+
+    def annotation(self, node: ast.expr | None, module: Module) -> set:
+        if node is None:
+            return set()
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return self.annotation(ast.parse(node.value, mode="eval").body, module)
+        if isinstance(node, ast.BinOp):
+            return self.annotation(node.left, module) | self.annotation(node.right, module)
+        if isinstance(node, ast.Subscript):
+            base = getattr(node.value, "id", getattr(node.value, "attr", ""))
+            inner = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+            types = set().union(*(self.annotation(item, module) for item in inner))
+            if base in ("list", "List", "Iterable", "Iterator", "Sequence", "set", "frozenset", "tuple"):
+                return {("iter", kind) for kind in types}
+            return types if base == "Optional" else set()
+        kinds = self.expr(node, None, module, {})
+        return {("inst", kind[1]) if kind[0] == "cls" else kind for kind in kinds if kind[0] in ("cls", "ext")}
+
+    def expr(self, node: ast.AST, func: Func | None, module: Module, env: dict) -> set:
+        """The abstract values an expression may have."""
+        if isinstance(node, ast.Name):
+            if node.id in env:
+                return env[node.id]
+            found = self.program.lookup(module, node.id, set())
+            if not found and node.id in module.assigns:
+                return self.expr(module.assigns[node.id], None, module, {})
+            return found
+        if isinstance(node, ast.Attribute):
+            return set().union(*(self.attribute(kind, node.attr) for kind in self.expr(node.value, func, module, env)))
+        if isinstance(node, ast.Call):
+            return set().union(*(self.result(kind, node, func, module, env)
+                                 for kind in self.expr(node.func, func, module, env)))
+        if isinstance(node, ast.Dict):
+            if node.keys and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
+                return {("ctx", frozenset(k.value for k in node.keys))}
+            return set()
+        if isinstance(node, ast.JoinedStr):
+            return {kind for part in node.values if isinstance(part, ast.FormattedValue)
+                    for kind in self.expr(part.value, func, module, env) if kind[0] == "setting"}
+        if isinstance(node, ast.IfExp):
+            return self.expr(node.body, func, module, env) | self.expr(node.orelse, func, module, env)
+        if isinstance(node, ast.BoolOp):
+            return set().union(*(self.expr(value, func, module, env) for value in node.values))
+        if isinstance(node, ast.Subscript):
+            return {kind[1] for kind in self.expr(node.value, func, module, env) if kind[0] == "iter"}
+        return set()
+
+    def attribute(self, kind: tuple, name: str) -> set:
+        tag = kind[0]
+        if tag == "module":
+            return self.program.lookup(self.program.modules[kind[1]], name, set())
+        if tag == "ext":
+            return {("ext", f"{kind[1]}.{name}")}
+        if tag == "client":
+            return {("clientop", kind[1], name)}
+        if tag == "setting":
+            return {("settingop", kind[1])}  # str methods: still the setting's value
+        if tag == "transact":
+            return {("transactop", name)}
+        if tag == "index":
+            return {("indexop", kind[1], name)}
+        if tag in ("inst", "cls"):
+            key = kind[1]
+            if key in self.program.models:
+                model = self.program.models[key]
+                if isinstance(getattr(model, name, None), Index):
+                    return {("index", key)}
+                if tag == "cls" and name in MODEL_CLASS_OPS:
+                    return {("modelop", key, name)}
+                if tag == "inst" and name in MODEL_INSTANCE_OPS:
+                    return {("modelop", key, name)}
+            method = self.program.method(key, name)
+            if method is not None:
+                if method.kind == "property" and tag == "inst":
+                    self._reach(method)
+                    return self.returns[method.key]
+                return {("method", method.key)}
+            if tag == "inst" and key == SETTINGS_CLASS:
+                return {("setting", name)}
+            found = set(self.attrs[(key, name)])
+            for klass in self.program.mro(self.program.classes[key]):
+                if name in klass.fields:
+                    found |= self.annotation(klass.fields[name], klass.module)
+            return found
+        return set()
+
+    def result(self, kind: tuple, call: ast.Call, func: Func | None, module: Module, env: dict) -> set:
+        tag = kind[0]
+        if tag == "cls":
+            key = kind[1]
+            init = self.program.method(key, "__init__")
+            if init is not None:
+                self._flow(init, call, func, module, env)
+                self._reach(init, func)
+            else:  # a dataclass: its fields, in order
+                names = list(self.program.classes[key].fields)
+                for name, arg in zip(names, call.args):
+                    self.attrs[(key, name)] |= self.expr(arg, func, module, env)
+                for keyword in call.keywords:
+                    if keyword.arg:
+                        self.attrs[(key, keyword.arg)] |= self.expr(keyword.value, func, module, env)
+            return {("inst", key)}
+        if tag in ("func", "method"):
+            target = self.program.funcs[kind[1]]
+            if target.key in CLIENT_FACTORIES:
+                service = call.args[0] if call.args else None
+                if isinstance(service, ast.Constant):
+                    return {("client", service.value)}
+                self.unresolved.add(f"{where(func, call)}: a client of a service not named literally")
+                return set()
+            self._flow(target, call, func, module, env)
+            self._reach(target, func)
+            return self.returns[target.key]
+        if tag == "ext" and kind[1] in TRANSACTIONS:
+            return {("transact",)}
+        if tag == "ext":
+            return {("ext", f"{kind[1]}()")}
+        if tag == "settingop":
+            return {("setting", kind[1])}
+        if tag == "modelop":
+            model, name = kind[1], kind[2]
+            return {"get": {("inst", model)}, "query": {("iter", ("inst", model))},
+                    "scan": {("iter", ("inst", model))}, "batch_write": {("batch", model)}}.get(name, set())
+        if tag == "indexop":
+            return {("iter", ("inst", kind[1]))}
+        return set()
+
+    def _flow(self, target: Func, call: ast.Call, func: Func | None, module: Module, env: dict) -> None:
+        params = target.params()
+        for name, arg in zip(params, call.args):
+            if not isinstance(arg, ast.Starred):
+                self.params[(target.key, name)] |= self.expr(arg, func, module, env)
+        for keyword in call.keywords:
+            if keyword.arg in params:
+                self.params[(target.key, keyword.arg)] |= self.expr(keyword.value, func, module, env)
+
+    def _reach(self, func: Func, by: Func | None = None) -> None:
+        if func.key not in self.reached and func.key not in self.elsewhere:
+            self.reached[func.key] = func
+            self.reached_by[func.key] = by.key if by else None
+
+    # -- one function --------------------------------------------------------------------------
+
+    def env(self, func: Func) -> dict:
+        module = func.module
+        env: dict[str, set] = defaultdict(set)
+        if func.body is None:
+            own = func.node.args
+            if func.klass is not None and func.kind in ("method", "property") and own.args:
+                env[own.args[0].arg].add(("inst", func.klass.key))
+            if func.klass is not None and func.kind == "classmethod" and own.args:
+                env[own.args[0].arg].add(("cls", func.klass.key))
+            for name in func.params():
+                env[name] |= self.params[(func.key, name)]
+        for _ in range(3):
+            for node in func.nodes():
+                if isinstance(node, ast.arguments):
+                    every = node.posonlyargs + node.args + node.kwonlyargs
+                    for arg in every:
+                        env[arg.arg] |= self.annotation(arg.annotation, module)
+                    for arg, default in zip(reversed(node.args), reversed(node.defaults)):
+                        env[arg.arg] |= self.expr(default, func, module, env)
+                    for arg, default in zip(node.kwonlyargs, node.kw_defaults):
+                        if default is not None:
+                            env[arg.arg] |= self.expr(default, func, module, env)
+                elif isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if isinstance(target, ast.Name):
+                            env[target.id] |= self.expr(node.value, func, module, env)
+                elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    env[node.target.id] |= self.annotation(node.annotation, module)
+                    if node.value is not None:
+                        env[node.target.id] |= self.expr(node.value, func, module, env)
+                elif isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.target, ast.Name):
+                    env[node.target.id] |= {kind[1] for kind in self.expr(node.iter, func, module, env)
+                                            if kind[0] == "iter"}
+                elif isinstance(node, ast.withitem) and isinstance(node.optional_vars, ast.Name):
+                    env[node.optional_vars.id] |= self.expr(node.context_expr, func, module, env)
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    local: dict = {}
+                    Program._imports(module, node, local)
+                    for name, imported in local.items():
+                        env[name] |= self.program.imported(imported, set())
+        return env
+
+    def _visit(self, func: Func) -> None:
+        module, env = func.module, self.env(func)
+        for node in func.nodes():
+            if isinstance(node, ast.Assign) and func.klass is not None:
+                for target in node.targets:
+                    if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                            and ("inst", func.klass.key) in env.get(target.value.id, ())):
+                        self.attrs[(func.klass.key, target.attr)] |= self.expr(node.value, func, module, env)
+            elif isinstance(node, ast.Return) and node.value is not None and func.body is None:
+                self.returns[func.key] |= self.expr(node.value, func, module, env)
+            elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Load):
+                for kind in self.expr(node, func, module, env):  # functions passed as values
+                    if kind[0] in ("func", "method") and kind[1] not in CLIENT_FACTORIES:
+                        self._reach(self.program.funcs[kind[1]], func)
+            elif isinstance(node, ast.Call):
+                self.expr(node, func, module, env)  # its arguments flow into the callee
+                if self.recording:
+                    self._aws_call(node, func, module, env)
+        if func.body is None and func.node.returns is not None:
+            self.returns[func.key] |= self.annotation(func.node.returns, module)
+
+    # -- the AWS calls -------------------------------------------------------------------------
+
+    def _aws_call(self, call: ast.Call, func: Func, module: Module, env: dict) -> None:
+        if not isinstance(call.func, ast.Attribute):
+            return
+        name = call.func.attr
+        receiver = self.expr(call.func.value, func, module, env)
+        at = where(func, call)
+        for kind in receiver:
+            if kind[0] == "client":
+                self._client_call(kind[1], name, call, func, module, env, at)
+            elif kind[0] in ("cls", "inst") and kind[1] in self.program.models:
+                ops = MODEL_CLASS_OPS if kind[0] == "cls" else MODEL_INSTANCE_OPS
+                if name in ops:
+                    self._record(f"dynamodb:{ops[name]}", [arn(MODELS[self.program.models[kind[1]]])], at)
+            elif kind[0] == "index" and name in INDEX_OPS:
+                model = self.program.models[kind[1]]
+                index = {i.Meta.index_name for i in model._indexes.values()}
+                self._record(f"dynamodb:{INDEX_OPS[name]}", [f"{arn(MODELS[model])}/index/{i}" for i in index], at)
+            elif kind[0] == "transact" and name in TRANSACTION_OPS:
+                items = self.expr(call.args[0], func, module, env) if call.args else set()
+                tables = [arn(MODELS[self.program.models[item[1]]]) for item in items
+                          if item[0] in ("cls", "inst") and item[1] in self.program.models]
+                if not tables:
+                    self.unresolved.add(f"{at}: a transaction's {name} of an item of unknown model")
+                self._record(f"dynamodb:{TRANSACTION_OPS[name]}", tables, at)
+        if receiver:
+            return
+        # Nothing known of the receiver: it must not be an AWS call.
+        text = ast.unparse(call.func)
+        if name in self.op_names:
+            self.unresolved.add(f"{at}: {text}(...) looks like an AWS call on a receiver of unknown type")
+        elif (name in ("save", "delete", "refresh") and not call.args) or (
+                name == "update" and any(keyword.arg == "actions" for keyword in call.keywords)):
+            self.unresolved.add(f"{at}: {text}(...) looks like a PynamoDB write on a value of unknown model")
+        elif name in ("query", "scan", "batch_write", "condition_check"):
+            self.unresolved.add(f"{at}: {text}(...) looks like a PynamoDB call on a value of unknown model")
+
+    def _client_call(self, service: str, name: str, call: ast.Call, func: Func, module: Module, env: dict,
+                     at: str) -> None:
+        try:
+            model = service_model(service)
+        except botocore.exceptions.UnknownServiceError:
+            self.unresolved.add(f"{at}: a client of an unknown service {service!r}")
+            return
+        ops = {xform_name(op): op for op in model.operation_names}
+        if name == "get_paginator" and call.args and isinstance(call.args[0], ast.Constant):
+            name = call.args[0].value
+        elif name in ("meta", "exceptions", "can_paginate", "close", "get_waiter"):
+            return
+        if name not in ops:
+            self.unresolved.add(f"{at}: {service}.{name} is not an operation of {service}")
+            return
+        action = f"{IAM_PREFIX.get(service, service)}:{ops[name]}"
+        action = ACTION_OF.get(action, action)
+        arguments = {keyword.arg: keyword.value for keyword in call.keywords if keyword.arg}
+        context: dict = {}
+        if action in STAR_ONLY:
+            resources = ["*"]
+        elif service == "kms":
+            key = only("AWS::KMS::Key")
+            resources = [arn(key)]
+            contexts = {kind[1] for kind in self.expr(arguments["EncryptionContext"], func, module, env)
+                        if kind[0] == "ctx"} if "EncryptionContext" in arguments else set()
+            if not contexts:
+                self.unresolved.add(f"{at}: {action} with an encryption context the test cannot tell")
+            for keys in contexts:
+                self._record(action, resources, at, {
+                    "kms:EncryptionContextKeys": sorted(keys), "kms:ResourceAliases": key_aliases(key),
+                    **{f"kms:EncryptionContext:{k}": "value" for k in keys}})
+            return
+        elif service == "scheduler":
+            resources = [f"arn:{PARTITION}:scheduler:{REGION}:{ACCOUNT}:schedule/"
+                         f"{physical_name(only('AWS::Scheduler::ScheduleGroup'))}/a-schedule"]
+            if action in PASSES_ROLE:
+                role = setting_target(PASSES_ROLE[action])
+                self._record("iam:PassRole", [arn(role)], at, {"iam:PassedToService": "scheduler.amazonaws.com"})
+        elif service == "cloudformation":
+            assert setting_target("stack_name") == "AWS::StackName"
+            resources = [STACK_ID]
+        elif action not in RESOURCE_ARG and service not in RESOURCE_ARG:
+            self.unresolved.add(f"{at}: {action}: the test knows no resource of it; teach the test")
+            return
+        else:
+            argument = RESOURCE_ARG.get(action, RESOURCE_ARG.get(service))
+            settings = {kind[1] for kind in self.expr(arguments[argument], func, module, env)
+                        if kind[0] == "setting"} if argument in arguments else set()
+            targets = {setting_target(setting) for setting in settings} - {None}
+            if not targets:
+                self.unresolved.add(f"{at}: {action} on a resource the test cannot tell (argument {argument})")
+            resources = sorted(arn(target) for target in targets)
+            if action == "states:DescribeExecution":
+                resources = [f"{r.replace(':stateMachine:', ':execution:', 1)}:an-execution-1" for r in resources]
+        self._record(action, resources, at, context)
+
+    def _record(self, action: str, resources: list[str], at: str, context: dict | None = None) -> None:
+        context = context or {}
+        key = (action, tuple(resources), json.dumps(context, sort_keys=True), at)
+        self.calls.setdefault(key, Call(action, resources, at, context))
+
+
+@lru_cache(maxsize=None)
+def service_model(service: str) -> Any:
+    return botocore_session().get_service_model(service)
+
+
+@lru_cache(maxsize=1)
+def botocore_session() -> Any:
+    return botocore.session.get_session()
+
+
+def where(func: Func | None, node: ast.AST) -> str:
+    return f"{func.key if func else '?'} line {getattr(node, 'lineno', '?')}"
+
+
+def sources(*tops: str) -> list[Path]:
+    files: list[Path] = []
+    for top in tops:
+        path = ROOT / top
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return files
+
+
+@lru_cache(maxsize=None)
+def chalice_program() -> Program:
+    return Program(sources("app.py", "chalicelib"))  # what `chalice package` ships
+
+
+@lru_cache(maxsize=None)
+def worker_program() -> Program:
+    return Program(sources("runner_lambda", "chalicelib"))  # what runner_lambda/Dockerfile copies
+
+
+def app_decorators() -> dict[str, list[ast.Call]]:
+    """app.py's functions -> the decorator calls on them."""
+    module = chalice_program().modules["app"]
+    return {node.name: [d for d in node.decorator_list if isinstance(d, ast.Call)]
+            for node in module.tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def chalice_function_name(function: str, decorators: list[ast.Call]) -> str | None:
+    """The Chalice function a decorated app.py function is part of."""
+    for decorator in decorators:
+        called = decorator.func
+        name = getattr(called, "attr", getattr(called, "id", None))
+        if name == "route":
+            return "api_handler"
+        if name in ("authorizer", "lambda_function", "schedule", "on_sqs_message", "on_sns_message",
+                    "on_s3_event", "on_cw_event", "on_ws_message", "on_dynamodb_record", "on_kinesis_record"):
+            named = [k.value.value for k in decorator.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)]
+            return named[0] if named else function
+    return None
+
+
+@lru_cache(maxsize=None)
+def analysis(function: str) -> Analysis:
+    if function == WORKER:
+        return Analysis(worker_program(), ["runner_lambda.handler:handler", "runner_lambda.handler:<module>"])
+    owners = {f"app:{name}": chalice_function_name(name, decorators) for name, decorators in app_decorators().items()}
+    entries = [key for key, owner in owners.items() if owner == function]
+    assert entries, f"no entry point of {function} in app.py"
+    elsewhere = [key for key, owner in owners.items() if owner not in (None, function)]
+    return Analysis(chalice_program(), entries + ["app:<module>"], elsewhere)
+
+
+def log_calls(logical_id: str) -> list[Call]:
+    group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{physical_name(logical_id)}"
+    return [Call("logs:CreateLogGroup", [group], "Lambda"),
+            Call("logs:CreateLogStream", [f"{group}:log-stream:2026/01/02/[$LATEST]0123456789abcdef"], "Lambda"),
+            Call("logs:PutLogEvents", [f"{group}:log-stream:2026/01/02/[$LATEST]0123456789abcdef"], "Lambda")]
+
+
+def event_source_calls(function: str) -> list[Call]:
+    """What Lambda's SQS poller does with the function's role."""
+    queues: list[str] = []
+    if function == WORKER:
+        queues = [resolve(value["Properties"]["EventSourceArn"]) for value in translated()["Resources"].values()
+                  if value["Type"] == "AWS::Lambda::EventSourceMapping"
+                  and value["Properties"]["FunctionName"] == {"Ref": WORKER}]
+    else:
+        for name, decorators in app_decorators().items():
+            for decorator in decorators:
+                if getattr(decorator.func, "attr", None) == "on_sqs_message" and \
+                        chalice_function_name(name, [decorator]) == function:
+                    queue = next(k.value.value for k in decorator.keywords if k.arg == "queue")
+                    assert any(physical_name(q) == queue for q in template()["Resources"]
+                               if resource(q)["Type"] == "AWS::SQS::Queue"), f"no queue {queue} in the template"
+                    queues.append(f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{queue}")
+    return [Call(action, queues, "SQS event source") for action in EVENT_SOURCE_ACTIONS] if queues else []
+
+
+def asl_calls(state_machine: str) -> list[Call]:
+    """The service integrations of a state machine's definition, on the resources its input names."""
+    inputs = workflow_inputs()
+    definition = json.loads((TEMPLATE_PATH.parent / resource(state_machine)["Properties"]["DefinitionUri"]).read_text())
+    calls: list[Call] = []
+
+    def states(machine: dict) -> Iterable[tuple[str, dict]]:
+        for name, state in machine.get("States", {}).items():
+            yield name, state
+            for branch in state.get("Branches", []):
+                yield from states(branch)
+            for key in ("Iterator", "ItemProcessor"):
+                if key in state:
+                    yield from states(state[key])
+
+    for name, state in states(definition):
+        if state.get("Type") != "Task":
+            continue
+        integration = state["Resource"]
+        assert integration in INTEGRATIONS, f"{state_machine}.{name}: teach the test {integration}"
+        action, parameter = INTEGRATIONS[integration]
+        path = state.get("Parameters", {}).get(f"{parameter}.$")
+        assert path and path.startswith("$.") and path[2:] in inputs, \
+            f"{state_machine}.{name}: {parameter} must come from an input field the starter fills from the settings"
+        calls.append(Call(action, [arn(inputs[path[2:]])], f"{state_machine}.{name}"))
+    return calls
+
+
+@lru_cache(maxsize=1)
+def workflow_inputs() -> dict[str, str]:
+    """Input field of the workflows -> the template resource the starter puts there."""
+    tree = ast.parse((ROOT / "chalicelib/executions/service.py").read_text())
+    found: dict[str, str] = {}
+
+    def value_target(value: ast.expr) -> str | None:
+        if (isinstance(value, ast.Call) and getattr(value.func, "attr", None) == "table" and value.args
+                and isinstance(value.args[0], ast.Constant)):
+            return value.args[0].value
+        if isinstance(value, ast.Attribute):
+            return setting_target(value.attr)
+        return None
+
+    for node in ast.walk(tree):
+        pairs: list[tuple[str, ast.expr]] = []
+        if isinstance(node, ast.Dict):
+            pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+        elif isinstance(node, ast.Call):
+            pairs = [(k.arg, k.value) for k in node.keywords if k.arg]
+        for name, value in pairs:
+            target = value_target(value)
+            if target is not None:
+                found[name] = target
+    return found
+
+
+def required(function: str) -> list[Call]:
+    """Every (action, resource) the function needs, with the request context of each."""
+    if function in STATE_MACHINES:
+        return asl_calls(function)
+    logical_id = CHALICE_FUNCTIONS.get(function, function)
+    return list(analysis(function).calls.values()) + log_calls(logical_id) + event_source_calls(function)
+
+
+# --- policy evaluation -------------------------------------------------------------------------
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def matches(pattern: str, value: str, case_sensitive: bool = True) -> bool:
+    """IAM's wildcards: * any run of characters, ? one character."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, 0 if case_sensitive else re.IGNORECASE) is not None
+
+
+def condition_holds(condition: dict, context: dict) -> bool:
+    for operator, block in condition.items():
+        for key, wanted in block.items():
+            wanted = [str(item) for item in as_list(wanted)]
+            present = context.get(key)
+            if operator == "Null":
+                if (present is None) != (wanted[0] == "true"):
+                    return False
+                continue
+            qualifier, _, base = operator.rpartition(":")
+            assert base in ("StringEquals", "StringLike", "ArnEquals", "ArnLike"), f"teach the test {operator}"
+
+            def one(value: str) -> bool:
+                return any(value == w if base.endswith("Equals") else matches(w, value) for w in wanted)
+
+            values = [str(item) for item in as_list(present)] if present is not None else []
+            if qualifier == "ForAllValues":
+                if not all(one(value) for value in values):
+                    return False
+            elif qualifier == "ForAnyValue":
+                if not any(one(value) for value in values):
+                    return False
+            else:
+                assert not qualifier, f"teach the test {operator}"
+                if present is None or not all(one(value) for value in values):
+                    return False
+    return True
+
+
+def allows(statements: list[dict], action: str, resource_arn: str, context: dict) -> bool:
+    def applies(statement: dict) -> bool:
+        return (any(matches(pattern, action, case_sensitive=False) for pattern in as_list(statement["Action"]))
+                and any(matches(pattern, resource_arn) for pattern in as_list(statement["Resource"]))
+                and condition_holds(statement.get("Condition", {}), context))
+
+    if any(statement["Effect"] == "Deny" and applies(statement) for statement in statements):
+        return False
+    return any(statement["Effect"] == "Allow" and applies(statement) for statement in statements)
+
+
+FUNCTIONS = [WORKER, *CHALICE_FUNCTIONS, *STATE_MACHINES]
+
+
+def identity_policies() -> dict[str, list[dict]]:
+    """Every identity policy of the service: the translated template's roles, the Chalice files."""
+    found = {f".chalice/{path.name}": json.loads(path.read_text())["Statement"]
+             for path in sorted((ROOT / ".chalice").glob("policy-*.json"))}
+    for logical_id, value in translated()["Resources"].items():
+        if value["Type"] == "AWS::IAM::Role":
+            found[logical_id] = role_statements(value)
+    return found
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("function", [WORKER, *CHALICE_FUNCTIONS])
+def test_the_analysis_resolves_every_call(function):
+    assert not analysis(function).unresolved, "\n".join(sorted(analysis(function).unresolved))
+
+
+def reached_via(function: str, at: str) -> str:
+    """How the analysis reached the code of a call, from the function's entry point."""
+    if function in STATE_MACHINES or " line " not in at:
+        return at
+    chain, key = [], at.split(" line ")[0]
+    while key is not None and key not in chain:
+        chain.append(key)
+        key = analysis(function).reached_by.get(key)
+    return f"{at}, reached by " + " <- ".join(chain[1:]) if len(chain) > 1 else at
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_the_policy_allows_every_call_of_the_code(function):
+    statements = policy(function)
+    missing = [f"{call.action} on {resource_arn} (context {call.context}) at {reached_via(function, call.where)}"
+               for call in required(function) for resource_arn in call.resources
+               if not allows(statements, call.action, resource_arn, call.context)]
+    assert not missing, f"{function}'s policy does not allow:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_the_policy_allows_nothing_the_code_does_not_call(function):
+    calls = required(function)
+    unused = []
+    for statement in policy(function):
+        if statement["Effect"] != "Allow":
+            continue
+        for action in as_list(statement["Action"]):
+            for pattern in as_list(statement["Resource"]):
+                if not any(call.action.lower() == action.lower() and any(matches(pattern, r) for r in call.resources)
+                           for call in calls):
+                    unused.append(f"{statement.get('Sid', '?')}: {action} on {pattern}")
+    assert not unused, f"{function}'s policy grants what its code never asks for:\n" + "\n".join(unused)
+
+
+def test_no_statement_grants_every_action_or_every_resource():
+    for name, statements in identity_policies().items():
+        sids = [statement.get("Sid") for statement in statements if statement.get("Sid")]
+        assert len(sids) == len(set(sids)), f"{name}: Sids must be unique"
+        for statement in statements:
+            assert "NotAction" not in statement and "NotResource" not in statement, name
+            actions = as_list(statement["Action"])
+            assert all("*" not in action for action in actions), f"{name}: wildcard action in {statement}"
+            if "*" in as_list(statement["Resource"]):
+                assert set(actions) <= STAR_ONLY, f"{name}: Resource '*' for {set(actions) - STAR_ONLY}"
+
+
+def test_every_kms_grant_is_bound_to_an_encryption_context():
+    for name, statements in identity_policies().items():
+        for statement in statements:
+            if any(action.startswith("kms:") for action in as_list(statement["Action"])):
+                keys = statement.get("Condition", {}).get("ForAllValues:StringEquals", {})
+                assert keys.get("kms:EncryptionContextKeys"), f"{name}: {statement.get('Sid')} opens any context"
+                assert statement["Condition"].get("Null", {}).get("kms:EncryptionContext:accountAlias") == "false", \
+                    f"{name}: {statement.get('Sid')} must require an accountAlias in the context"
+
+
+def test_the_worker_has_a_role_of_its_own():
+    worker = resource(WORKER)["Properties"]
+    assert "Policies" not in worker, "SAM would add AWSLambdaSQSQueueExecutionRole (every queue of the account)"
+    assert worker.get("Role") == {"Fn::GetAtt": ["WorkerRole", "Arn"]}
+    role = role_of(WORKER)
+    assert not role["Properties"].get("ManagedPolicyArns")
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+    for logical_id, value in translated()["Resources"].items():
+        if value["Type"] == "AWS::IAM::Role":
+            assert not value["Properties"].get("ManagedPolicyArns"), f"{logical_id} has a managed policy"
+
+
+def test_every_chalice_function_has_a_policy_of_its_own():
+    functions = {chalice_function_name(name, decorators) for name, decorators in app_decorators().items()} - {None}
+    assert functions == set(CHALICE_FUNCTIONS), "a new Chalice function: give it a policy file and list it here"
+    files = {function: chalice_policy_file(function) for function in functions}
+    assert len(set(files.values())) == len(files), "one policy file per function"
+    stage = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
+    assert "iam_policy_file" not in stage, "no stage-wide fallback: a function without its own policy must not deploy"
+
+
+def test_the_analysis_sees_the_calls_it_should():
+    """A guard against an analysis that finds nothing, and so passes everything."""
+    def actions(function):
+        return {call.action for call in required(function)}
+
+    assert {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "dynamodb:BatchWriteItem", "kms:Decrypt",
+            "dynamodb:Query", "sqs:SendMessage"} <= actions(WORKER)
+    assert {"secretsmanager:GetSecretValue"} == actions("token_authorizer") - {a for a in actions("token_authorizer")
+                                                                               if a.startswith("logs:")}
+    assert {"states:StartExecution", "kms:GenerateDataKey", "dynamodb:ConditionCheckItem", "scheduler:CreateSchedule",
+            "iam:PassRole", "cloudformation:DescribeStackResource"} <= actions("api_handler")
+    assert {"states:DescribeExecution", "scheduler:GetSchedule"} <= actions("schedule_trigger")
+    assert "scheduler:ListSchedules" in actions("schedule_reconciler")
+    assert "states:DescribeExecution" not in actions("api_handler")
+    worker_secrets = {tuple(call.context["kms:EncryptionContextKeys"]) for call in required(WORKER)
+                      if call.action == "kms:Decrypt"}
+    assert worker_secrets == {("accountAlias", "jobId"), ("accountAlias", "executionId", "jobId")}
