@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from runner_lambda.processes import reap
+
 logger = logging.getLogger("runner.worker")
 PR_SET_DUMPABLE = 4
 SCRATCH = Path("/tmp")
@@ -101,16 +103,6 @@ def _strays() -> list[psutil.Process]:
     return found
 
 
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def kill_strays() -> list[int]:
     """Stop, then kill, every other process of this user until none is left; answer survivors."""
     for _ in range(KILL_ROUNDS):
@@ -125,7 +117,7 @@ def kill_strays() -> list[int]:
                 except psutil.Error:
                     pass
         psutil.wait_procs(strays, timeout=2)
-        _reap()
+        reap()
     return [process.pid for process in _strays() if process.status() != psutil.STATUS_ZOMBIE]
 
 
