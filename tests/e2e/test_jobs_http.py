@@ -1,4 +1,4 @@
-"""The Jobs resource over real HTTP against local mode (reference: job-service-api.txt; DESIGN.md section 5)."""
+"""The Jobs resource over real HTTP against local mode (the original Job Service API; docs/openapi.yaml)."""
 from __future__ import annotations
 
 import base64
@@ -17,12 +17,12 @@ from tests.e2e.conftest import Client, assert_error
 MASK = "********"
 HOOK = "http://127.0.0.1:9/hook"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# Every job field DESIGN.md section 5 names.
+# Every job field docs/openapi.yaml names.
 JOB_FIELDS = {"id", "accountAlias", "description", "executionTtl", "repository", "hosts", "properties",
               "playbookTags", "callbacks", "useDynamicInventory", "status", "createdTime",
               "lastUpdatedTime", "links"}
 
-# The reference's "CREATE JOB" request example, verbatim (job-service-api.txt, "Sample Job").
+# The reference's "CREATE JOB" request example, verbatim (the original API's "Sample Job").
 REFERENCE_SAMPLE_JOB = json.loads("""
 {
   "description": "Sample Job",

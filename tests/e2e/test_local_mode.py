@@ -1,4 +1,4 @@
-"""Local mode as a user meets it: local.json, login, restarts, a taken port, Ctrl-C (DESIGN.md section 2)."""
+"""Local mode as a user meets it: local.json, login, restarts, a taken port, Ctrl-C."""
 from __future__ import annotations
 
 import os
