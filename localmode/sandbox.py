@@ -166,6 +166,7 @@ def make_plan(state_dir: Path, environ: dict | None = None) -> SandboxPlan:
     shutil.copytree(REPOSITORY / "localmode", runtime / "localmode",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _open_for_everyone(runtime)
-    reachable = sorted({sys.prefix, sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parent.parent)})
+    reachable = sorted({sys.prefix, sys.base_prefix, str(Path(os.path.realpath(sys.executable)).parent.parent),
+                        str((state_dir / "examples.git").resolve())})
     return SandboxPlan(task_source=str(task), runtime_source=str(runtime), tmp_mb=tmp_megabytes(environ),
                        reachable=reachable)

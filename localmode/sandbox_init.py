@@ -5,7 +5,8 @@ becomes the sandbox user, and execs COMMAND, which then is PID 1: when it exits,
 every process left in the sandbox, as Lambda discards an environment.
 
 The new root is the host's root bound read-only, with:
-- /tmp: a tmpfs of its own (the plan's size), the only writable place;
+- /tmp: a tmpfs of its own (the plan's size), the only writable place; what the worker needs of
+  the host's /tmp (a checkout there, its .venv) is bound into it read-only;
 - /dev: a read-only tmpfs holding null, zero, full, random and urandom only (no shm, pts, ptmx);
 - /proc: this PID namespace's own, so no process outside is visible;
 - /var: a read-only tmpfs with task/ (the assembled function code), runtime/ (local mode's
@@ -108,6 +109,14 @@ def identity(root: Path, plan: SandboxPlan) -> None:
         mount("-o", "remount,bind,ro", str(root / "etc" / name))
 
 
+def under_tmp(root: Path, paths: list[str]) -> None:
+    """Paths the worker needs that lie in the host's /tmp (a checkout there, its .venv): bound
+    read-only at the same place in the sandbox's own /tmp, below directories of root's."""
+    for wanted in map(Path, paths):
+        if Path("/tmp") in wanted.parents and wanted.exists():
+            bind(wanted, root / wanted.relative_to("/"))
+
+
 def keep_reachable(root: Path, paths: list[str]) -> None:
     """Let the sandbox user reach `paths` through directories it may not traverse (e.g. /root)."""
     covered: set[Path] = set()
@@ -148,6 +157,7 @@ def build(plan: SandboxPlan) -> None:
     root = STAGING / "root"
     read_only_root(root)
     tmpfs(root / "tmp", f"size={plan.tmp_mb}m,mode=1777,nosuid,nodev")
+    under_tmp(root, plan.reachable)
     devices(root)
     mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", str(root / "proc"))
     var(root, plan)

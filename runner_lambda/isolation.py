@@ -122,10 +122,17 @@ def kill_strays() -> list[int]:
 
 
 def empty_scratch(root: Path = SCRATCH) -> list[str]:
-    """Remove everything in /tmp; answer what could not be removed."""
+    """Remove everything of this user in /tmp; answer what could not be removed.
+
+    Entries of other users are not a run's: it cannot make them (no setuid, no new privileges),
+    and in local mode's sandbox they are the read-only paths it binds there.
+    """
     left = []
+    uid = os.getuid()
     for entry in list(root.iterdir()) if root.is_dir() else []:
         try:
+            if entry.lstat().st_uid != uid:
+                continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
