@@ -29,6 +29,7 @@ import binascii
 import json
 import re
 import secrets
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ from localmode.sandbox import unavailable_reason
 from tests.e2e.conftest import Client, LocalMode
 from tests.e2e.realparts import GitHttpServer, Receiver, SshServer, make_repo, ssh_server  # noqa: F401 - fixture
 from tests.waiting import wait_for
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.skipif(unavailable_reason() is not None,
@@ -1193,8 +1196,11 @@ def judge(plant: Run, collect: Run, census: Run, received: list[dict], wanted: l
     # ansible puts a local connection's module files under the user's home (/tmp), not under
     # TMPDIR: the collect run's own /tmp/.ansible/tmp is no leftover.
     entries = (gathered.get("collect:tmp_listing") or {}).get("entries") or {}
-    verdict.leftovers["tmp"] = {name: paths for name, paths in entries.items()
-                                if any(not path.startswith("/tmp/.ansible/tmp/") for path in paths)}
+    # Local mode binds what the worker needs of the host's /tmp (a checkout there, its .venv)
+    # read-only into the sandbox's /tmp: those are the host's, not a run's.
+    bound = {Path(part).parts[2] for part in (sys.prefix, str(REPOSITORY)) if Path("/tmp") in Path(part).parents}
+    verdict.leftovers["tmp"] = {name: paths for name, paths in entries.items() if name not in bound
+                                and any(not path.startswith("/tmp/.ansible/tmp/") for path in paths)}
     # Processes: in the collect and census runs, nothing but the worker and the run's own.
     for tag, seen in (("collect:processes", gathered.get("collect:processes")), ("census", counted.get("census"))):
         for process in (seen or {}).get("processes", []):
