@@ -19,6 +19,7 @@ import boto3
 import requests
 
 from chalicelib.platform.config import Settings, table_env_var
+from localmode.atomic_items import make_items_atomic
 from chalicelib.platform.template import TEMPLATE_PATH, create_table_request, load_template, resources
 
 MOTO_ACCOUNT_ID = "123456789012"
@@ -236,6 +237,7 @@ def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple
     from chalicelib.platform.config import Settings
 
     os.environ["MOTO_PORT"] = str(port)
+    make_items_atomic()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -15,6 +15,7 @@ from chalicelib.platform import models
 from chalicelib.platform import wiring as services
 from chalicelib.auth import users
 from chalicelib.platform.config import get_settings, reset_settings
+from localmode.atomic_items import make_items_atomic
 from localmode.emulator import emulator_environment, provision
 from localmode.gateway import dispatch
 from chalicelib.platform.template import load_template
@@ -76,6 +77,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch):
     aws.reset_clients()
     models.unbind()
     services.reset()
+    make_items_atomic()  # as local mode's emulator does: DynamoDB never loses a concurrent write
     with mock_aws():
         state = provision(aws.client, "us-east-1", template, get_settings(), None, prefix="fn-")
         monkeypatch.setenv("RUNNER_KMS_KEY_ID", state.kms_key_id)
