@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # pytest.ini sets a per-test timeout: a hang fails fast with the test's name.
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: run test unit functional e2e lint bench image system-packages clean
+.PHONY: run test unit functional e2e lint package bench image system-packages clean
 
 system-packages:
 	@PYTHON=$(PYTHON) scripts/ensure-system-packages
@@ -23,6 +23,10 @@ run: system-packages $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/cfn-lint infra/template.yaml
+
+# The deployable stack in dist/ (offline; tests/unit/test_package.py lints and translates it).
+package: $(STAMP)
+	$(BIN)/python -m stack.package --out dist
 
 test: system-packages $(STAMP) lint
 	$(PYTEST) -n 2 --dist loadfile tests
@@ -44,4 +48,4 @@ image:
 	docker build -f runner_lambda/Dockerfile -t runner-worker .
 
 clean:
-	rm -rf $(VENV) .runner .pytest_cache
+	rm -rf $(VENV) .runner .pytest_cache dist

@@ -258,7 +258,7 @@ def rotate_webhook_secret(accountAlias):
 # Batch size 1 on AWS: Chalice cannot turn on ReportBatchItemFailures for the mapping, and without
 # it a partial failure would delete the failed messages. Local mode polls ten at a time and honours
 # the partial response.
-@app.on_sqs_message(queue="runner-callbacks", batch_size=1, name="callback_sender")
+@app.on_sqs_message(queue="CallbackQueue", batch_size=1, name="callback_sender")
 def callback_sender(event):
     """The callback queue: status changes become notices, deliveries are POSTed (partial failures reported)."""
     return process_partial_response(event=event.to_dict(), record_handler=_send_record,

@@ -71,8 +71,8 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
             env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{table_prefix}{logical_id}"
         elif logical_id in state_machines(template):
             env[variable] = f"arn:aws:states:{region}:{MOTO_ACCOUNT_ID}:stateMachine:{table_prefix}{logical_id}"
-        elif logical_id in groups:
-            env[variable] = groups[logical_id]["Name"]
+        elif logical_id in groups or logical_id in resources(template, "AWS::SecretsManager::Secret"):
+            env[variable] = f"{table_prefix}{logical_id}"  # on AWS, a name CloudFormation generates
     for variable, logical_id in function_arn_attributes(template).items():
         if logical_id in resources(template, "AWS::IAM::Role"):
             env[variable] = f"arn:aws:iam::{MOTO_ACCOUNT_ID}:role/{table_prefix}{logical_id}"
@@ -262,19 +262,19 @@ def provision(client: Callable[[str], Any], region: str, template: dict, setting
     _create_queues(client("sqs"), region, prefix, template)
     _create_state_machines(client("stepfunctions"), prefix, template)
     scheduler = client("scheduler")
-    for properties in resources(template, "AWS::Scheduler::ScheduleGroup").values():
-        scheduler.create_schedule_group(Name=properties["Name"])
-    kms_key_id = _create_key(client("kms"), region, template, state)
+    for logical_id in resources(template, "AWS::Scheduler::ScheduleGroup"):
+        scheduler.create_schedule_group(Name=f"{prefix}{logical_id}")
+    kms_key_id = _create_key(client("kms"), region, template, state, prefix)
     signing_key = state.signing_key if state else secrets.token_urlsafe(48)
     secretsmanager = client("secretsmanager")
-    for properties in resources(template, "AWS::SecretsManager::Secret").values():
-        if properties.get("Name") == settings.signing_secret_id:
-            secretsmanager.create_secret(Name=properties["Name"], SecretString=signing_key,
+    for logical_id, properties in resources(template, "AWS::SecretsManager::Secret").items():
+        if f"{prefix}{logical_id}" == settings.signing_secret_id:
+            secretsmanager.create_secret(Name=settings.signing_secret_id, SecretString=signing_key,
                                          Description=properties.get("Description", ""))
     return EmulatorState(kms_key_id, _backend_key(region, kms_key_id).key_material, signing_key)
 
 
-def _create_key(kms: Any, region: str, template: dict, state: EmulatorState | None) -> str:
+def _create_key(kms: Any, region: str, template: dict, state: EmulatorState | None, prefix: str) -> str:
     keys = resources(template, "AWS::KMS::Key")
     if len(keys) != 1:
         raise RuntimeError(f"infra/template.yaml must declare one KMS key, found {len(keys)}")
@@ -282,9 +282,9 @@ def _create_key(kms: Any, region: str, template: dict, state: EmulatorState | No
     key_id = kms.create_key(Description=properties.get("Description", ""))["KeyMetadata"]["KeyId"]
     if state is not None:
         key_id = _restore_key(region, key_id, state)
-    for alias in resources(template, "AWS::KMS::Alias").values():
-        if alias.get("TargetKeyId") == {"Ref": logical_id}:
-            kms.create_alias(AliasName=alias["AliasName"], TargetKeyId=key_id)
+    for alias_id, alias in resources(template, "AWS::KMS::Alias").items():
+        if alias.get("TargetKeyId") == {"Ref": logical_id}:  # on AWS: alias/<stack name>
+            kms.create_alias(AliasName=f"alias/{prefix}{alias_id}", TargetKeyId=key_id)
     return key_id
 
 

@@ -244,7 +244,7 @@ def test_a_store_failure_after_the_scheduler_step_removes_the_scheduler_schedule
 def test_reconcile_recreates_lost_scheduler_schedules_and_removes_orphans(client, job):
     created = client.post(base(job), schedule_body("0 9 1 * MON")).body
     scheduler = aws.client("scheduler")
-    scheduler.delete_schedule(Name=created["scheduleId"], GroupName="runner")
+    scheduler.delete_schedule(Name=created["scheduleId"], GroupName=get_settings().schedule_group)
     outcome = schedule_service().reconcile()
     assert outcome["applied"] == 1
     assert len(aws_schedules()) == 2

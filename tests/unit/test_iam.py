@@ -42,6 +42,7 @@ from pynamodb.indexes import Index
 
 from chalicelib.platform.models import MODELS
 from chalicelib.platform.template import TEMPLATE_PATH, load_template
+from stack.package import scope_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,7 +157,7 @@ def only(kind: str) -> str:
 
 
 def key_aliases(key_logical_id: str) -> list[str]:
-    return [value["Properties"]["AliasName"] for value in template()["Resources"].values()
+    return [resolve(value["Properties"]["AliasName"]) for value in template()["Resources"].values()
             if value["Type"] == "AWS::KMS::Alias" and value["Properties"].get("TargetKeyId") == {"Ref": key_logical_id}]
 
 
@@ -175,6 +176,8 @@ def resolve(value: Any) -> Any:
         kind = resource(name)["Type"]
         if kind == "AWS::KMS::Key":
             return KEY_ID
+        if kind == "AWS::KMS::Alias":
+            return resolve(resource(name)["Properties"]["AliasName"])
         if kind == "AWS::SQS::Queue":
             return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{physical_name(name)}"
         if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine", "AWS::SecretsManager::Secret"):
@@ -244,10 +247,19 @@ def chalice_policy_file(function: str) -> Path:
     return ROOT / ".chalice" / scoped.iam_policy_file
 
 
+def policy_file_statements(path: Path) -> list[dict]:
+    """A Chalice policy file's statements in the modelled deployment (`make package` makes each
+    `${...}` string an Fn::Sub of the stack's own resources)."""
+    role = {"Type": "AWS::IAM::Role", "Properties": {"Policies": [
+        {"PolicyName": path.stem, "PolicyDocument": json.loads(path.read_text())}]}}
+    scope_policies({"Resources": {"Role": role}})
+    return resolve(role["Properties"]["Policies"][0]["PolicyDocument"])["Statement"]
+
+
 def policy(function: str) -> list[dict]:
     """The statements of a function's (or a state machine's) own policy."""
     if function in CHALICE_FUNCTIONS:
-        return json.loads(chalice_policy_file(function).read_text())["Statement"]
+        return policy_file_statements(chalice_policy_file(function))
     return role_statements(role_of(function))
 
 
@@ -859,9 +871,9 @@ def event_source_calls(function: str) -> list[Call]:
                 if getattr(decorator.func, "attr", None) == "on_sqs_message" and \
                         chalice_function_name(name, [decorator]) == function:
                     queue = next(k.value.value for k in decorator.keywords if k.arg == "queue")
-                    assert any(physical_name(q) == queue for q in template()["Resources"]
-                               if resource(q)["Type"] == "AWS::SQS::Queue"), f"no queue {queue} in the template"
-                    queues.append(f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{queue}")
+                    # The queue's logical id: `make package` binds the event source to its ARN.
+                    assert resource(queue)["Type"] == "AWS::SQS::Queue", f"no queue {queue} in the template"
+                    queues.append(arn(queue))
     return [Call(action, queues, "SQS event source") for action in EVENT_SOURCE_ACTIONS] if queues else []
 
 
@@ -985,7 +997,7 @@ FUNCTIONS = [WORKER, *CHALICE_FUNCTIONS, *STATE_MACHINES]
 
 def identity_policies() -> dict[str, list[dict]]:
     """Every identity policy of the service: the translated template's roles, the Chalice files."""
-    found = {f".chalice/{path.name}": json.loads(path.read_text())["Statement"]
+    found = {f".chalice/{path.name}": policy_file_statements(path)
              for path in sorted((ROOT / ".chalice").glob("policy-*.json"))}
     for logical_id, value in translated()["Resources"].items():
         if value["Type"] == "AWS::IAM::Role":
