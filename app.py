@@ -11,7 +11,7 @@ from chalice import AuthResponse, Chalice, Rate, Response
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
 from chalicelib.platform import wiring as services
-from chalicelib.auth import users
+from chalicelib.auth import roles, users
 from chalicelib.callbacks import sender as webhooks
 from chalicelib.platform.config import get_settings
 from chalicelib.platform.errors import AuthorizerDenied, Unauthenticated
@@ -31,12 +31,15 @@ OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "platform" / "op
 BODY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
 
 
-def route(path, method, public=False):
-    """Register a view: token-guarded unless public, errors mapped, path account checked."""
+def route(path, method):
+    """Register a view with the role chalicelib/auth/roles.py gives it (a route it does not name
+    fails here): token-guarded unless PUBLIC, path account and role checked, errors mapped."""
+    needed = roles.required_role(method, path)
+
     def register(view):
-        wrapped = _api(view, lambda: app.current_request)
+        wrapped = _api(view, lambda: app.current_request, f"{method} {path}", needed)
         return app.route(path, methods=[method], content_types=BODY_TYPES,
-                         authorizer=None if public else token_authorizer)(wrapped)
+                         authorizer=None if needed == roles.PUBLIC else token_authorizer)(wrapped)
     return register
 
 
@@ -50,23 +53,27 @@ def query():
     return app.current_request.query_params or {}
 
 
-@app.authorizer()
+# No caching of the answer (API Gateway caches it 300 s by default): a token must stop working
+# the moment its user is deleted or changes password or role.
+@app.authorizer(ttl_seconds=0)
 def token_authorizer(auth_request):
-    """Accept a valid bearer token; the routes check that its account owns the path."""
+    """Accept a valid bearer token whose user still stands as it did when it was issued; the
+    routes check that its account owns the path and that its role suffices."""
     try:
-        principal = verify_token(services.signing_key().get(), bearer_token(auth_request.token))
+        claimed = verify_token(services.signing_key().get(), bearer_token(auth_request.token))
+        principal = users.current_principal(claimed)
     except Unauthenticated as denied:
         raise AuthorizerDenied(denied.message) from None
     return AuthResponse(routes=["*"], principal_id=principal.username,
-                        context={"accountAlias": principal.account_alias, "roles": ",".join(principal.roles)})
+                        context={"accountAlias": principal.account_alias, "role": principal.roles[0]})
 
 
-@route("/health", "GET", public=True)
+@route("/health", "GET")
 def health():
     return {"status": "ok"}
 
 
-@route("/openapi.json", "GET", public=True)
+@route("/openapi.json", "GET")
 def openapi():
     return _openapi_document()
 
@@ -76,7 +83,7 @@ def _openapi_document():
     return yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
 
 
-@route("/authentication/login", "POST", public=True)
+@route("/authentication/login", "POST")
 def login():
     username, password = users.check_login_body(body())
     principal = users.authenticate(username, password)
@@ -253,6 +260,32 @@ def get_webhook_secret(accountAlias):
 @route("/webhookSecret/{accountAlias}", "POST")
 def rotate_webhook_secret(accountAlias):
     return {"accountAlias": accountAlias, "webhookSecret": services.webhook_secrets().rotate(accountAlias)}
+
+
+@route("/users/{accountAlias}", "POST")
+def create_user(accountAlias):
+    return json_response(users.add_user(accountAlias, body()), 201)
+
+
+@route("/users/{accountAlias}", "GET")
+def list_users(accountAlias):
+    return users.list_users(accountAlias)
+
+
+@route("/users/{accountAlias}/{username}", "GET")
+def get_user(accountAlias, username):
+    return users.get_user(accountAlias, username)
+
+
+@route("/users/{accountAlias}/{username}", "PUT")
+def update_user(accountAlias, username):
+    return users.update_user(accountAlias, username, body())
+
+
+@route("/users/{accountAlias}/{username}", "DELETE")
+def delete_user(accountAlias, username):
+    users.delete_user(accountAlias, username)
+    return json_response(None, 204)
 
 
 # Batch size 1 on AWS: Chalice cannot turn on ReportBatchItemFailures for the mapping, and without

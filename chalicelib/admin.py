@@ -1,7 +1,7 @@
 """Administration against whichever AWS endpoint the environment names.
 
     python -m chalicelib.admin create-account ACME
-    python -m chalicelib.admin create-user --account ACME --username ops@acme [--password-stdin]
+    python -m chalicelib.admin create-user --account ACME --username ops@acme [--role OPERATOR] [--password-stdin]
     python -m chalicelib.admin set-concurrency --account ACME --limit 8
 
 Without --password-stdin a password is generated and printed once. For local mode, point the
@@ -16,7 +16,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from chalicelib.auth import users
+from chalicelib.auth import roles, users
 from chalicelib.platform.errors import RunnerError
 
 
@@ -30,9 +30,9 @@ def _create_user(args: argparse.Namespace) -> int:
     if args.create_account:
         users.ensure_account(args.account)
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(18)
-    users.create_user(args.username, password, args.account, tuple(args.role or users.DEFAULT_ROLES),
-                      replace=args.reset)
-    print(f"user {args.username} of account {args.account} {'reset' if args.reset else 'created'}")
+    user = users.create_user(args.username, password, args.account, args.role, replace=args.reset)
+    print(f"user {args.username} of account {args.account} ({roles.role_of(user.roles)}) "
+          f"{'reset' if args.reset else 'created'}")
     if not args.password_stdin:
         print(f"password: {password}")
     return 0
@@ -66,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     user = commands.add_parser("create-user", help="create a user of an account")
     user.add_argument("--account", required=True)
     user.add_argument("--username", required=True)
-    user.add_argument("--role", action="append", help="a role (repeatable); default ACCOUNT_ADMIN")
+    user.add_argument("--role", choices=roles.ROLES,
+                      help="the user's role; default ACCOUNT_ADMIN (with --reset: unchanged)")
     user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     user.add_argument("--create-account", action="store_true", help="create the account if missing")
-    user.add_argument("--reset", action="store_true", help="replace an existing user's password")
+    user.add_argument("--reset", action="store_true",
+                      help="set the password (and --role) of an existing user of the account; its tokens stop working")
     user.set_defaults(run=_create_user)
     concurrency = commands.add_parser("set-concurrency", help="how many executions of an account run at once")
     concurrency.add_argument("--account", required=True)

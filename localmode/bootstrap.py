@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib.auth import users
+from chalicelib.auth import roles, users
 from chalicelib.platform.models import User
-from chalicelib.auth.tokens import Principal, issue_token
+from chalicelib.auth.tokens import issue_token
 
 DEFAULT_ACCOUNTS = "DEMO"
 
@@ -60,8 +60,8 @@ def bootstrap_accounts(aliases: list[str], signing_key: str, token_ttl: int,
             keep = False
         if not keep:
             password = secrets.token_urlsafe(18)
-            user = users.create_user(username, password, alias, replace=True)
-        principal = Principal(username, alias, tuple(user.roles or users.DEFAULT_ROLES))
+            user = users.create_user(username, password, alias, roles.ACCOUNT_ADMIN, replace=True)
+        principal = users.principal_of(user)
         entries.append({"accountAlias": alias, "username": username, "password": password,
                         "bearerToken": issue_token(signing_key, principal, token_ttl)})
     return entries

@@ -10,8 +10,8 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, UpdateError
 
 from chalicelib.platform import models
-from chalicelib.auth import users
-from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from chalicelib.auth import roles, users
+from chalicelib.platform.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
 from chalicelib.jobs.service import now_ms
 from chalicelib.platform.models import ServiceAccount, User
 from chalicelib.platform.sealing import MASK, Opener, Sealer
@@ -85,7 +85,11 @@ class ServiceAccountService:
 
     @staticmethod
     def _check_credentials(account: str, username: str, password: str) -> None:
-        """The credentials must log in as a user of `account` (one answer for every way they fail)."""
+        """The credentials must log in as a user of `account` (one answer for every way they fail).
+
+        A login try like any other: it counts toward the username's login throttle, so this is
+        no way around it (a locked username is a 429 here too).
+        """
         try:
             principal = users.authenticate(username, password)
         except Unauthenticated:
@@ -135,6 +139,11 @@ class ServiceAccountService:
         username, password = _string(body, "username"), _string(body, "password")
         current = self.load(account, alias)
         keep = password == MASK
+        if keep and username != current.username:
+            # The stored password is for its user: trying it on another would tell whether the
+            # two share a password.
+            raise InvalidRequest("password", f"send the password of {username}: \"{MASK}\" keeps the stored "
+                                              f"password only for the same username")
         self._check_credentials(account, username, self._open(current) if keep else password)
         sealed = current.sealed_password if keep else self._seal(account, alias, password)
         condition = ServiceAccount.alias.exists()
@@ -169,8 +178,11 @@ class ServiceAccountService:
         """Log in with the service account's stored credentials (for the schedule trigger).
 
         NotFound when the service account is gone; Unauthenticated when its credentials no longer
-        log in as a user of `account`. A pair of (sealed password, user's password hash) that
-        logged in before logs in again without KMS and argon2: changing either one misses.
+        log in as a user of `account`; Forbidden when that user's role may not start jobs (below
+        OPERATOR). A pair of (sealed password, user's password hash) that logged in before logs in
+        again without KMS and argon2: changing either one misses. Stored credentials are no guess:
+        this login is not throttled (an attack on the username does not stop its schedules, and a
+        stale stored password does not lock its user out).
         """
         item = self.load(account, alias)
         try:
@@ -179,13 +191,16 @@ class ServiceAccountService:
             user = None
         proof = (item.sealed_password, user.password_hash) if user is not None else None
         if proof is None or proof not in self._proven:
-            principal = users.authenticate(item.username, self._open(item))
+            principal = users.authenticate_stored(item.username, self._open(item))
             if proof is not None:
                 self._proven[proof] = True
                 while len(self._proven) > PROVEN_CACHE:
                     self._proven.popitem(last=False)
         else:
-            principal = Principal(user.username, user.account_alias, tuple(user.roles or users.DEFAULT_ROLES))
+            principal = users.principal_of(user)
         if principal.account_alias != account:
             raise Unauthenticated(f"user {item.username} is no longer a user of account {account}")
+        role = roles.role_of(principal.roles)
+        if not roles.at_least(role, roles.OPERATOR):
+            raise Forbidden(f"its user {item.username} is {role}; starting a job needs {roles.OPERATOR}", "role")
         return principal

@@ -1,4 +1,9 @@
-"""Bearer tokens: HS256 JWTs signed with a key kept in Secrets Manager."""
+"""Bearer tokens: HS256 JWTs signed with a key kept in Secrets Manager.
+
+A token carries its user's token version (`ver`): the authorizer compares it with the version
+stored on the user (chalicelib/auth/users.py), which changes with the password or the role, so
+a token stops working the moment either changes or the user is deleted.
+"""
 from __future__ import annotations
 
 import time
@@ -21,6 +26,8 @@ class Principal:
     username: str
     account_alias: str
     roles: tuple[str, ...]
+    # The user's token version when the token was issued (see chalicelib/auth/users.py).
+    version: str = ""
 
 
 def issue_token(key: str, principal: Principal, ttl_seconds: int, now: float | None = None) -> str:
@@ -31,6 +38,7 @@ def issue_token(key: str, principal: Principal, ttl_seconds: int, now: float | N
         "sub": principal.username,
         "acc": principal.account_alias,
         "roles": list(principal.roles),
+        "ver": principal.version,
         "iat": issued,
         "exp": issued + ttl_seconds,
         "jti": uuid.uuid4().hex,
@@ -43,7 +51,7 @@ def verify_token(key: str, token: str) -> Principal:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, key, algorithms=[ALGORITHM], issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss"]},
+            options={"require": ["exp", "iat", "sub", "iss", "ver"]},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("the bearer token has expired; log in again") from None
@@ -52,7 +60,10 @@ def verify_token(key: str, token: str) -> Principal:
     account = claims.get("acc")
     if not isinstance(account, str) or not account:
         raise Unauthenticated("the bearer token names no account")
-    return Principal(str(claims["sub"]), account, tuple(claims.get("roles") or ()))
+    version = claims.get("ver")
+    if not isinstance(version, str) or not version:
+        raise Unauthenticated("the bearer token is not valid")
+    return Principal(str(claims["sub"]), account, tuple(claims.get("roles") or ()), version)
 
 
 def bearer_token(header: str | None) -> str:

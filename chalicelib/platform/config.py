@@ -12,7 +12,8 @@ from functools import lru_cache
 TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable",
                      "SchedulesTable", "ServiceAccountsTable", "DeliveriesTable")
 
-DEFAULT_TOKEN_TTL_SECONDS = 14 * 24 * 3600
+# Bearer tokens last 12 hours unless RUNNER_TOKEN_TTL_SECONDS says otherwise.
+DEFAULT_TOKEN_TTL_SECONDS = 12 * 3600
 
 
 def table_env_var(logical_id: str) -> str:

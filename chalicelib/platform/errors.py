@@ -22,6 +22,10 @@ class RunnerError(Exception):
             body["field"] = self.field
         return body
 
+    def headers(self) -> dict[str, str]:
+        """Headers the error's response carries besides Content-Type."""
+        return {}
+
 
 class InvalidRequest(RunnerError):
     """The request is malformed or a field fails validation (400)."""
@@ -73,6 +77,20 @@ class PayloadTooLarge(RunnerError):
 
     status = 413
     code = "PayloadTooLarge"
+
+
+class TooManyRequests(RunnerError):
+    """Too many tries: the caller must wait `retry_after` seconds (429, with Retry-After)."""
+
+    status = 429
+    code = "TooManyRequests"
+
+    def __init__(self, message: str, field: str | None, retry_after: int) -> None:
+        super().__init__(message, field)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class AuthorizerDenied(Exception):

@@ -11,15 +11,26 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, LocalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, LocalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.platform.aws import instrument
 from chalicelib.platform.config import Settings, get_settings
 
 
+class UsersByAccount(GlobalSecondaryIndex):
+    """An account's users by username; holds no password hash (nor anything of the login throttle)."""
+
+    class Meta:
+        index_name = "accountAlias-index"
+        projection = IncludeProjection(["roles", "createdTime"])
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    username = UnicodeAttribute(range_key=True)
+
+
 class User(Model):
-    """A person or program that logs in; belongs to exactly one account."""
+    """A person or program that logs in; belongs to exactly one account and has one role."""
 
     class Meta:
         table_name = "runner-users"
@@ -27,8 +38,17 @@ class User(Model):
     username = UnicodeAttribute(hash_key=True)
     password_hash = UnicodeAttribute(attr_name="passwordHash")
     account_alias = UnicodeAttribute(attr_name="accountAlias")
+    # One role (chalicelib/auth/roles.py), kept in a list as the original service's logins answer it.
     roles = ListAttribute(of=UnicodeAttribute, default=list)
     created_time = NumberAttribute(attr_name="createdTime")
+    # Changed with the password and the role: tokens carrying another version are refused.
+    # Absent on users stored before it existed (chalicelib/auth/users.py LEGACY_TOKEN_VERSION).
+    token_version = UnicodeAttribute(attr_name="tokenVersion", null=True)
+    # The login throttle (chalicelib/auth/throttle.py): tries since the last success, and the
+    # epoch second until which logins are refused.
+    failed_logins = NumberAttribute(attr_name="failedLogins", null=True)
+    login_locked_until = NumberAttribute(attr_name="loginLockedUntil", null=True)
+    by_account = UsersByAccount()
 
 
 class Account(Model):
@@ -46,6 +66,9 @@ class Account(Model):
     max_concurrent = NumberAttribute(attr_name="maxConcurrent", null=True)
     # The HMAC key that signs the account's webhooks, sealed by KMS (JSON envelope).
     webhook_secret = UnicodeAttribute(attr_name="webhookSecret", null=True)
+    # Users whose role is ACCOUNT_ADMIN, moved in the same transaction as each user write; it
+    # may not fall below 1. Absent on accounts older than it: counted on first need.
+    admin_count = NumberAttribute(attr_name="adminCount", null=True)
 
 
 class JobsByCreatedTime(LocalSecondaryIndex):

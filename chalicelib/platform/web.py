@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from chalice import Response
 
+from chalicelib.auth import roles
 from chalicelib.platform.errors import Forbidden, InvalidRequest, PayloadTooLarge, RunnerError, Unauthenticated
 
 logger = logging.getLogger("runner.http")
@@ -21,7 +22,7 @@ MAX_PAGE_SIZE = 100
 _FOREIGN_CODES = {
     400: "InvalidRequest", 401: "Unauthenticated", 403: "Forbidden", 404: "NotFound",
     405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
-    422: "Unprocessable", 500: "InternalError", 502: "InternalError", 503: "Unavailable",
+    422: "Unprocessable", 429: "TooManyRequests", 500: "InternalError", 502: "InternalError", 503: "Unavailable",
 }
 
 
@@ -35,7 +36,7 @@ def json_response(body: Any, status: int = 200, headers: dict | None = None) -> 
 
 def error_response(error: RunnerError) -> Response:
     """The response for one of our errors."""
-    return json_response(error.to_body(), error.status)
+    return json_response(error.to_body(), error.status, error.headers())
 
 
 def internal_error_body() -> dict:
@@ -125,15 +126,27 @@ def caller_account(request: Any) -> str:
     return account
 
 
-def api(view: Callable[..., Any], request_getter: Callable[[], Any]) -> Callable[..., Any]:
-    """Wrap a view: check the path's account is the token's, and map our errors to responses."""
+def caller_role(request: Any) -> str | None:
+    """The role the authorizer found on the caller's user."""
+    context = (getattr(request, "context", None) or {}).get("authorizer") or {}
+    return context.get("role")
+
+
+def api(view: Callable[..., Any], request_getter: Callable[[], Any], route: str, needed: str) -> Callable[..., Any]:
+    """Wrap a view: the caller's account must be the path's and its role at least `needed`
+    (chalicelib/auth/roles.py; PUBLIC: no caller at all), and our errors become responses."""
 
     @functools.wraps(view)
     def wrapped(**kwargs: Any) -> Any:
         try:
-            if "accountAlias" in kwargs and caller_account(request_getter()) != kwargs["accountAlias"]:
-                raise Forbidden(f"your token does not give access to account {kwargs['accountAlias']}",
-                                "accountAlias")
+            if needed != roles.PUBLIC:
+                request = request_getter()
+                if "accountAlias" in kwargs and caller_account(request) != kwargs["accountAlias"]:
+                    raise Forbidden(f"your token does not give access to account {kwargs['accountAlias']}",
+                                    "accountAlias")
+                role = caller_role(request)
+                if not roles.at_least(role, needed):
+                    raise Forbidden(f"{route} requires {needed} (your role is {role})", "role")
             return view(**kwargs)
         except RunnerError as error:
             return error_response(error)
@@ -141,6 +154,7 @@ def api(view: Callable[..., Any], request_getter: Callable[[], Any]) -> Callable
             logger.exception("unhandled error in %s", view.__name__)
             return json_response(internal_error_body(), 500)
 
+    wrapped.required_role = needed  # type: ignore[attr-defined]  # read by the tests of the role table
     return wrapped
 
 

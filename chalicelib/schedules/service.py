@@ -24,7 +24,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.schedules import cron
 from chalicelib.platform import models
 from chalicelib.platform.config import Settings
-from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound, RunnerError, Unauthenticated
+from chalicelib.platform.errors import Conflict, Forbidden, InvalidRequest, NotFound, RunnerError, Unauthenticated
 from chalicelib.executions.service import DuplicateExecution, ExecutionService
 from chalicelib.jobs.service import JobService, now_ms
 from chalicelib.platform.models import Job, Schedule, ServiceAccount
@@ -313,11 +313,13 @@ class ScheduleService:
         execution_id = fire_execution_id(item.id, fire_ms)
         try:
             self._accounts.log_in(account, item.service_account_alias)
-        except (NotFound, Unauthenticated) as error:
-            reason = "no longer exists" if isinstance(error, NotFound) else f"could not log in ({error.message})"
+        except (NotFound, Unauthenticated, Forbidden) as error:
+            reason = ("no longer exists" if isinstance(error, NotFound)
+                      else f"may not start jobs ({error.message})" if isinstance(error, Forbidden)
+                      else f"could not log in ({error.message})")
             self._record(item, fire_ms, error=f"service account {item.service_account_alias} {reason}; "
                                               f"the fire of {format_instant(fired_at)} started nothing")
-            return {"outcome": "unauthenticated"}
+            return {"outcome": "forbidden" if isinstance(error, Forbidden) else "unauthenticated"}
         try:
             self._executions.start(account, job_id, {}, started_by=item.id, execution_id=execution_id,
                                    scheduled_time=fire_ms)

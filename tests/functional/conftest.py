@@ -19,7 +19,7 @@ from localmode.atomic_items import make_items_atomic
 from localmode.emulator import emulator_environment, provision
 from localmode.gateway import dispatch
 from chalicelib.platform.template import load_template
-from chalicelib.auth.tokens import Principal, issue_token
+from chalicelib.auth.tokens import issue_token
 
 
 @dataclass
@@ -91,11 +91,18 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch):
 
 
 def make_account(alias: str, password: str = "correct-horse-battery") -> tuple[str, str]:
-    """An account with one user; answers (username, password)."""
+    """An account with one user (its ACCOUNT_ADMIN); answers (username, password)."""
     users.ensure_account(alias)
     username = f"{alias.lower()}-user"
     users.create_user(username, password, alias)
     return username, password
+
+
+def token_for(signing_key: str, username: str, ttl: int = 3600, now: float | None = None) -> str:
+    """A bearer token of a stored user, as its login would issue it now (its role and token version)."""
+    from chalicelib.platform.models import User
+
+    return issue_token(signing_key, users.principal_of(User.get(username, consistent_read=True)), ttl, now=now)
 
 
 @pytest.fixture
@@ -110,7 +117,7 @@ def client(gateway, aws_stack) -> ApiClient:
     """A client logged in to account DEMO; `client.other` is logged in to OTHER."""
     make_account("DEMO")
     make_account("OTHER")
-    demo = ApiClient(gateway, issue_token(aws_stack.signing_key, Principal("demo-user", "DEMO", ()), 3600))
-    demo.other = ApiClient(gateway, issue_token(aws_stack.signing_key, Principal("other-user", "OTHER", ()), 3600))
+    demo = ApiClient(gateway, token_for(aws_stack.signing_key, "demo-user"))
+    demo.other = ApiClient(gateway, token_for(aws_stack.signing_key, "other-user"))
     demo.anonymous = ApiClient(gateway)
     return demo

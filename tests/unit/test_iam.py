@@ -1098,8 +1098,13 @@ def test_the_analysis_sees_the_calls_it_should():
 
     assert {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "dynamodb:BatchWriteItem", "kms:Decrypt",
             "dynamodb:Query", "sqs:SendMessage"} <= actions(WORKER)
-    assert {"secretsmanager:GetSecretValue"} == actions("token_authorizer") - {a for a in actions("token_authorizer")
-                                                                               if a.startswith("logs:")}
+    # the authorizer reads the signing key, and the token's user (revocation): nothing else
+    assert {"secretsmanager:GetSecretValue", "dynamodb:GetItem"} == actions("token_authorizer") - {
+        a for a in actions("token_authorizer") if a.startswith("logs:")}
+    assert {call.resources[0].rsplit("/", 1)[-1] for call in required("token_authorizer")
+            if call.action == "dynamodb:GetItem"} == {physical_name("UsersTable")}
+    assert {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}.isdisjoint(
+        {call.action for call in required("schedule_trigger") if "UsersTable" in call.resources[0]})
     assert {"states:StartExecution", "kms:GenerateDataKey", "dynamodb:ConditionCheckItem", "scheduler:CreateSchedule",
             "iam:PassRole", "cloudformation:DescribeStackResource"} <= actions("api_handler")
     assert {"states:DescribeExecution", "scheduler:GetSchedule"} <= actions("schedule_trigger")

@@ -158,6 +158,14 @@ def test_gateway_answers_in_the_api_shape_and_echo_nothing(packaged):
         assert response["ResponseParameters"]["Headers"]["Content-Type"] == "'application/json'"
 
 
+def test_api_gateway_caches_no_authorizer_answer(packaged):
+    """A token must stop working the moment its user is deleted or changed: no cached Allow."""
+    body = packaged["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    authorizers = {name: scheme["x-amazon-apigateway-authorizer"]
+                   for name, scheme in body["securityDefinitions"].items() if "x-amazon-apigateway-authorizer" in scheme}
+    assert authorizers and all(config["authorizerResultTtlInSeconds"] == 0 for config in authorizers.values())
+
+
 def test_each_chalice_function_runs_with_exactly_its_policy_file(packaged):
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     for logical_id, function in CHALICE_FUNCTIONS.items():

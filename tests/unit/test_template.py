@@ -2,6 +2,7 @@
 from chalicelib.platform.config import TABLE_LOGICAL_IDS, table_env_var
 from chalicelib.platform.models import MODELS
 from chalicelib.platform.template import load_template, resources
+from pynamodb.indexes import GlobalSecondaryIndex, LocalSecondaryIndex
 
 
 def test_every_model_has_its_table_in_the_template():
@@ -21,9 +22,19 @@ def test_model_keys_match_the_template_keys():
 def test_model_indexes_match_the_template_indexes():
     tables = resources(load_template(), "AWS::DynamoDB::Table")
     for model, logical_id in MODELS.items():
-        in_template = {index["IndexName"] for index in tables[logical_id].get("LocalSecondaryIndexes", [])}
-        in_model = {index.Meta.index_name for index in model._indexes.values()}
-        assert in_model == in_template, logical_id
+        for kind, base in (("LocalSecondaryIndexes", LocalSecondaryIndex), ("GlobalSecondaryIndexes", GlobalSecondaryIndex)):
+            in_template = {index["IndexName"]: index for index in tables[logical_id].get(kind, [])}
+            in_model = {index.Meta.index_name: index for index in model._indexes.values() if isinstance(index, base)}
+            assert set(in_model) == set(in_template), (logical_id, kind)
+            for name, index in in_model.items():
+                keys = {key["AttributeName"]: key["KeyType"] for key in in_template[name]["KeySchema"]}
+                declared = {attr.attr_name: ("HASH" if attr.is_hash_key else "RANGE")
+                            for attr in index.Meta.attributes.values() if attr.is_hash_key or attr.is_range_key}
+                assert declared == keys, (logical_id, name)
+                projection = in_template[name]["Projection"]
+                assert projection["ProjectionType"] == index.Meta.projection.projection_type, (logical_id, name)
+                assert set(projection.get("NonKeyAttributes", [])) == set(
+                    getattr(index.Meta.projection, "non_key_attributes", None) or []), (logical_id, name)
 
 
 def test_functions_get_every_table_name_from_the_template():

@@ -8,7 +8,7 @@ from chalicelib.platform.errors import Unauthenticated
 from chalicelib.auth.tokens import Principal, bearer_token, issue_token, verify_token
 
 KEY = "k" * 64
-ALICE = Principal("alice", "DEMO", ("ACCOUNT_ADMIN",))
+ALICE = Principal("alice", "DEMO", ("ACCOUNT_ADMIN",), "5f1d0c4e9a7b4e2c8d3f6a1b2c3d4e5f")
 
 
 def test_a_token_speaks_for_its_principal():
@@ -32,9 +32,18 @@ def test_an_unsigned_token_is_refused():
         verify_token(KEY, forged)
 
 
-def test_the_default_lifetime_is_fourteen_days():
+def test_a_token_without_a_version_is_refused():
+    unversioned = jwt.encode({"sub": "alice", "acc": "DEMO", "iss": "runner", "iat": 1, "exp": 2**40}, KEY,
+                             algorithm="HS256")
+    with pytest.raises(Unauthenticated):
+        verify_token(KEY, unversioned)
+    with pytest.raises(Unauthenticated):
+        verify_token(KEY, issue_token(KEY, Principal("alice", "DEMO", ("ACCOUNT_ADMIN",), ""), 60))
+
+
+def test_the_default_lifetime_is_twelve_hours():
     from chalicelib.platform.config import Settings
-    assert Settings.from_environ({}).token_ttl_seconds == 14 * 24 * 3600
+    assert Settings.from_environ({}).token_ttl_seconds == 12 * 3600
     assert Settings.from_environ({"RUNNER_TOKEN_TTL_SECONDS": "60"}).token_ttl_seconds == 60
 
 
