@@ -21,7 +21,8 @@ from chalicelib.platform.errors import NotFound
 TABLE_OUTPUT_SUFFIX = "TableName"
 KEY_OUTPUT = "SecretsKeyArn"
 SECRET_OUTPUT = "TokenSigningSecretArn"
-API_URL_OUTPUT = "ApiUrl"
+# The API's URL: our template's Output, else the one Chalice's generated template always has.
+API_URL_OUTPUTS = ("ApiUrl", "EndpointURL")
 # The resource each single-valued variable falls back to when its Output is missing.
 _SINGLE = {"RUNNER_KMS_KEY_ID": (KEY_OUTPUT, "AWS::KMS::Key"),
            "RUNNER_SIGNING_SECRET_ID": (SECRET_OUTPUT, "AWS::SecretsManager::Secret")}
@@ -38,7 +39,7 @@ class DeployedStack:
     @property
     def api_url(self) -> str | None:
         """The API's base URL without its trailing slash (paths are appended to it)."""
-        url = self.outputs.get(API_URL_OUTPUT)
+        url = next((self.outputs[key] for key in API_URL_OUTPUTS if self.outputs.get(key)), None)
         return url.rstrip("/") if url else None
 
 

@@ -17,6 +17,9 @@ def _item(table_name: str, key: dict) -> dict | None:
 def test_admin_creates_the_account_and_user_in_the_stacks_own_tables(mocked_aws, monkeypatch, capsys):
     outputs = create_stack("runner-prod", runner_template())
     assert outputs["UsersTableName"].startswith("runner-prod-UsersTable")  # not the default names
+    stack = read_stack(boto3.client("cloudformation", region_name=REGION), "runner-prod")
+    assert stack.api_url == "https://abc123.execute-api.us-east-1.amazonaws.com/api"
+    assert stack.environment["RUNNER_USERS_TABLE"] == outputs["UsersTableName"]
 
     assert admin.main(["--stack", "runner-prod", "create-account", "ACME"]) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
