@@ -272,8 +272,11 @@ def _send_record(record):
 
 # The execution workflow's Run task token of a claimed run (chalicelib/executions/handoff.py says
 # why it travels apart from the run message). Batch size 1 as the callback sender's, for the same
-# reason.
-@app.on_sqs_message(queue="runner-run-handoffs", batch_size=1, name="run_handoff")
+# reason. The Run task's heartbeat window is open while a handoff waits, so the function keeps
+# capacity of its own (reserved_concurrency 5 in .chalice/config.json: throttling elsewhere in
+# the account cannot hold it up) and its pollers never exceed it (a throttled batch would come
+# back only after the queue's visibility timeout).
+@app.on_sqs_message(queue="runner-run-handoffs", batch_size=1, name="run_handoff", maximum_concurrency=5)
 def run_handoff(event):
     """The handoff queue: each Run task token is stored on its execution, or ends the task of an ended attempt."""
     return process_partial_response(event=event.to_dict(), record_handler=_hand_off_record,
