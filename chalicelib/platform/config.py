@@ -76,6 +76,8 @@ class Settings:
     # Answer each request with the AWS calls it made (X-Runner-AWS-Calls), for local mode's benchmarks.
     report_aws_calls: bool = False
     run_queue_url: str = ""
+    # Where the execution workflow hands a claimed run's task token to the run handoff.
+    handoff_queue_url: str = ""
     execution_state_machine_arn: str = ""
     control_state_machine_arn: str = ""
     heartbeat_seconds: int = 60
@@ -124,6 +126,7 @@ class Settings:
             webhook_rules=LOCAL_WEBHOOK_RULES if local else WebhookRules(),
             report_aws_calls=local,
             run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
+            handoff_queue_url=env.get("RUNNER_HANDOFF_QUEUE_URL", ""),
             execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
             control_state_machine_arn=env.get("RUNNER_CONTROL_STATE_MACHINE_ARN", ""),
             heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),
