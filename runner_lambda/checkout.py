@@ -5,8 +5,10 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runner_lambda.isolation import run_environment
+from runner_lambda.masking import Masker
 
 GIT_TIMEOUT_SECONDS = 300
 # git's default date format, as the reference's repository_log shows it.
@@ -29,12 +31,15 @@ class Credentials:
 class Checkout:
     """One clone of a repository into `directory`, run with a private environment."""
 
-    def __init__(self, url: str, directory: Path, scratch: Path, credentials: Credentials) -> None:
+    def __init__(self, url: str, directory: Path, scratch: Path, credentials: Credentials,
+                 mask: Callable[[str], str] | None = None) -> None:
         self.url = url
         self.directory = directory
         self._scratch = scratch
         self._credentials = credentials
-        self._secrets = [value for value in (credentials.password, credentials.ssh_key) if value]
+        # The run's masker (every secret it knows), or one of the credentials given here.
+        self._mask = mask if mask is not None else Masker(
+            [value for value in (credentials.password, credentials.ssh_key) if value])
         self._env = self._environment()
 
     def _environment(self) -> dict[str, str]:
@@ -76,11 +81,6 @@ class Checkout:
         env["GIT_SSH_COMMAND"] = " ".join(ssh)
         return env
 
-    def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "********")
-        return text
-
     def git(self, *args: str, cwd: Path | None = None, check: bool = True) -> str:
         """Run git; CheckoutError with git's own (masked) words when it fails."""
         try:
@@ -89,7 +89,8 @@ class Checkout:
         except subprocess.TimeoutExpired:
             raise CheckoutError(f"git {args[0]} took longer than {GIT_TIMEOUT_SECONDS} s") from None
         if check and done.returncode != 0:
-            output = (done.stderr or done.stdout).strip()
+            # Masked whole first: a multi-line secret is still whole here, not yet cut into lines.
+            output = self._mask((done.stderr or done.stdout).strip())
             lines = [line for line in output.splitlines()
                      if line.startswith(("fatal", "error", "remote", "ERROR"))] or output.splitlines()[-2:]
             detail = self._mask("; ".join(lines))[-500:] or f"exit code {done.returncode}"

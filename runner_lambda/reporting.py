@@ -14,6 +14,7 @@ from chalicelib.executions import states
 from chalicelib.executions.tasks import end_task, token_gone
 from chalicelib.platform.models import Execution, ExecutionEvent, Timer
 from chalicelib.platform.storage import condition_failed
+from runner_lambda.masking import Masker
 
 logger = logging.getLogger("runner.worker")
 
@@ -30,23 +31,6 @@ OWN_PLUGIN_WARNING = "strategy plugins not included in ansible.builtin"
 def now_ms() -> int:
     """Epoch milliseconds."""
     return int(time.time() * 1000)
-
-
-class Masker:
-    """Replaces every known secret value in text."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        self._secrets = sorted({value for value in secrets if value and len(value) >= 4}, key=len, reverse=True)
-
-    def add(self, values: list[str]) -> None:
-        """Mask these values too."""
-        self._secrets = sorted(set(self._secrets) | {v for v in values if v and len(v) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "********")
-        return text
 
 
 def _is_condition_failure(exc: UpdateError) -> bool:
@@ -160,24 +144,34 @@ class EventSink:
         """Queue one ansible-runner event (not ansible's warning about our own strategy plugin)."""
         if event.get("event") == "deprecated" and OWN_PLUGIN_WARNING in (event.get("stdout") or ""):
             return
-        data = event.get("event_data") or {}
-        selected = {key: data[key] for key in EVENT_DATA_KEYS if key in data}
-        item = ExecutionEvent(
-            self._execution_id, self._attempt * SEQ_PER_ATTEMPT + int(event.get("counter") or 0),
-            attempt=self._attempt, event=str(event.get("event") or "unknown"),
-            host=data.get("host") or data.get("remote_addr"), task=data.get("task"),
-            stdout=_trim(self._mask(event.get("stdout") or ""), MAX_STDOUT),
-            created=event.get("created"),
-            data=self._data(selected),
-            expires_at=self._expires)
+        item = self.build(event)
         with self._lock:
             self._buffer.append(item)
             self.count += 1
         if len(self._buffer) >= 25:
             self._wake.set()
 
-    def _data(self, selected: dict) -> str:
-        text = self._mask(json.dumps(selected, default=str))
+    def build(self, event: dict) -> ExecutionEvent:
+        """The stored event: every string in it masked (task and play names, results, errors,
+        stdout) before it is serialised or trimmed."""
+        data = event.get("event_data") or {}
+        masked = self._mask.mask_strings({
+            "event": str(event.get("event") or "unknown"),
+            "host": data.get("host") or data.get("remote_addr"),
+            "task": data.get("task"),
+            "stdout": event.get("stdout") or "",
+            "created": event.get("created"),
+            "data": {key: data[key] for key in EVENT_DATA_KEYS if key in data},
+        })
+        return ExecutionEvent(
+            self._execution_id, self._attempt * SEQ_PER_ATTEMPT + int(event.get("counter") or 0),
+            attempt=self._attempt, event=masked["event"], host=masked["host"], task=masked["task"],
+            stdout=_trim(masked["stdout"], MAX_STDOUT), created=masked["created"],
+            data=self._data(masked["data"]), expires_at=self._expires)
+
+    @staticmethod
+    def _data(selected: dict) -> str:
+        text = json.dumps(selected, default=str)
         if len(text) <= MAX_DATA:
             return text
         # Too large to keep whole: keep a preview, still valid JSON for the events route.

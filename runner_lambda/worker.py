@@ -21,8 +21,9 @@ from chalicelib.executions.tasks import end_task, queue_output, run_output
 from chalicelib.platform.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
+from runner_lambda.masking import Masker
 from runner_lambda.reporting import (
-    KEEP, EventSink, Heartbeat, Masker, RunTask, claim, finish, mark_running, report_result, run_token_of,
+    KEEP, EventSink, Heartbeat, RunTask, claim, finish, mark_running, report_result, run_token_of,
 )
 from runner_lambda.processes import kill_tree
 from runner_lambda.supervision import Supervisor
@@ -83,7 +84,8 @@ class Attempt:
         self.message = message
         self.deps = deps
         self.lambda_context = lambda_context
-        self.masker = Masker([])
+        # Every secret the run knows, once opened: what the worker writes or sends is masked with it.
+        self.masker = Masker()
 
     def run(self) -> str:
         """Run the attempt; answer its final status (or "duplicate")."""
@@ -158,7 +160,10 @@ class Attempt:
             self.deps.notifier.events(execution, states.RUNNING, [int(event.seq) for event in batch])
 
     def _finish(self, execution: Execution, status: str, **details: Any) -> bool:
-        """Record the final status (see reporting.finish) and notice it."""
+        """Record the final status (see reporting.finish), masked, and notice it."""
+        for name in ("reason", "failed_hosts", "stats", "repository_log"):
+            if details.get(name) is not None and details[name] is not KEEP:
+                details[name] = self.masker.mask_strings(details[name])
         done = finish(execution, status, **details)
         if done:
             self._notify(execution, status)
@@ -206,14 +211,17 @@ class Attempt:
         spec = json.loads(job.spec)
         secrets = self.deps.jobs.open_secrets(message.account_alias, message.job_id)
         run_keys = self.deps.executions.open_keys(execution)
+        # Every value sealed for the job (repository password and key, default and host keys) and
+        # for this run (keys given at start or restart).
         self.masker.add(list(secrets.values()) + list(run_keys.values()))
         repository = spec["repository"]
         try:
             checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
                 username=(repository.get("credentials") or {}).get("username"),
-                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)))
+                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)),
+                mask=self.masker)
             commit = checkout.fetch(repository["branch"], execution.pinned_commit)
-            repository_log = checkout.repository_log()
+            repository_log = self.masker.mask_strings(checkout.repository_log())
             playbook = workspace.playbook(repository["defaultPlaybook"])
             run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook, supervisor)
         except (CheckoutError, WorkspaceError) as exc:
