@@ -45,7 +45,8 @@ What is priced, and where each count comes from:
   execution for each function on its path (executions spread over a month find no warm
   environment: an upper bound, printed apart from the warm total). A cold start is what a fresh
   interpreter takes here to `import app` and bind the models (a Chalice function's INIT and the
-  setup of its first invocation), or to `import runner_lambda.handler` and build the worker's
+  setup of its first invocation; the token authorizer binds none), or to `import
+  runner_lambda.handler` and build the worker's
   clients; billed as its CPU time stretched by the CPU share Lambda gives that memory (1,769 MB =
   1 vCPU; no INIT boost assumed). The worker's duration is
   the median of its invocations: one local worker serves the executions in turn, so its first
@@ -515,6 +516,7 @@ def cold_start(code: str, env: dict[str, str]) -> ColdStart:
 # PynamoDB client per model; the worker's other clients). The worker's wall time is the median of
 # the measured invocations, which one local worker serves in turn: its first is cold, the others warm.
 CHALICE_COLD = "import app; from chalicelib.platform import models; models.bind()"
+AUTHORIZER_COLD = "import app"  # the token check reads the signing key only: no model bound
 WORKER_COLD = ("import runner_lambda.handler as handler; from chalicelib.platform import models; "
                "handler.dependencies(); models.bind()")
 
@@ -524,7 +526,8 @@ def measure_init() -> dict[str, ColdStart]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
            "AWS_ACCESS_KEY_ID": "cost", "AWS_SECRET_ACCESS_KEY": "cost", "PYTHONDONTWRITEBYTECODE": "1"}
     cold_start("import json", env)  # warm the page cache
-    return {"app": cold_start(CHALICE_COLD, env), "worker": cold_start(WORKER_COLD, env)}
+    return {"app": cold_start(CHALICE_COLD, env), "authorizer": cold_start(AUTHORIZER_COLD, env),
+            "worker": cold_start(WORKER_COLD, env)}
 
 
 def run_executions(args: argparse.Namespace) -> dict:
@@ -804,7 +807,8 @@ def execution_lines(counts: dict, settings: Settings, init: dict[str, ColdStart]
              k * counts["sender_messages"] * CALLBACK_MESSAGE_S * gb["callback_sender"], "GB-s", "lambda_gb_s"),
         Line(COLD_ROW + " (worker, " + ", ".join(chalice_on_path) + ": one each per execution)",
              k * (init["worker"].billed_s(mem["worker"]) * gb["worker"]
-                  + sum(init["app"].billed_s(mem[name]) * gb[name] for name in chalice_on_path)),
+                  + sum(init["authorizer" if name == "token_authorizer" else "app"].billed_s(mem[name]) * gb[name]
+                        for name in chalice_on_path)),
              "GB-s", "lambda_gb_s"),
         Line("Lambda requests (worker, api_handler, token_authorizer, callback_sender)",
              k * (1 + counts["api_requests"] + AUTHORIZER_CALLS_PER_EXECUTION + counts["sender_messages"]),
@@ -961,7 +965,7 @@ def print_report(report: dict, markdown: bool = False, out: Any = sys.stdout) ->
     say(f"{bullet}DynamoDB: execution item {counts['item_bytes']:.0f} B, {counts['event_items']:.1f} event items "
         f"({counts['event_bytes']:.0f} B); {counts['wru']:.1f} WRU and {counts['rru']:.1f} RRU")
     for name, cold in init.items():
-        mb = settings.memory["worker" if name == "worker" else "api_handler"].mb
+        mb = settings.memory[{"worker": "worker", "authorizer": "token_authorizer"}.get(name, "api_handler")].mb
         say(f"{bullet}cold start measured here, `{cold.code}`: {cold.wall_s:.2f} s wall, {cold.cpu_s:.2f} CPU-s; "
             f"billed as {cold.billed_s(mb):.1f} s at {mb} MB (CPU-s x {FULL_VCPU_MB}/MB, at least 1)")
     heading("Per 1,000 executions of a 30-second playbook")
