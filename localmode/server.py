@@ -216,7 +216,7 @@ class LocalRunner:
         from app import callback_sender
 
         self.callbacks = QueuePoller(aws.client("sqs"), settings.callback_queue_url, callback_sender, settings.region,
-                                     threads=8, batch_size=4)
+                                     threads=8, batch_size=4, function="callback_sender")
         self.callbacks.start()
 
     def _start_handoffs(self, settings) -> None:
