@@ -155,7 +155,8 @@ class Attempt:
         try:
             checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
                 username=(repository.get("credentials") or {}).get("username"),
-                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)))
+                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)),
+                protocols=self.deps.settings.repository_rules.schemes)
             commit = checkout.fetch(repository["branch"], execution.pinned_commit)
             repository_log = checkout.repository_log()
             playbook = workspace.playbook(repository["defaultPlaybook"])
