@@ -153,6 +153,7 @@ class LocalRunner:
         environment = emulator_environment(self.emulator.endpoint, self.emulator.region,
                                            LOCAL_PREFIX, template, new_access_key())
         os.environ.update(environment)
+        os.environ["RUNNER_PORT"] = str(self.port)  # with the emulator's, a port no callback may reach
         reset_settings()
         aws.reset_clients()
         models.unbind()

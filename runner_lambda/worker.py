@@ -219,7 +219,7 @@ class Attempt:
             checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
                 username=(repository.get("credentials") or {}).get("username"),
                 password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)),
-                mask=self.masker)
+                mask=self.masker, protocols=self.deps.settings.repository_rules.schemes)
             commit = checkout.fetch(repository["branch"], execution.pinned_commit)
             repository_log = self.masker.mask_strings(checkout.repository_log())
             playbook = workspace.playbook(repository["defaultPlaybook"])
