@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from chalicelib.platform import wiring as services
 from chalicelib.auth import roles, users
 from chalicelib.callbacks import sender as webhooks
+from chalicelib.executions.handoff import Handoff
 from chalicelib.platform.config import get_settings
 from chalicelib.platform.errors import AuthorizerDenied, Unauthenticated
 from chalicelib.platform.web import (
@@ -300,3 +301,19 @@ def callback_sender(event):
 
 def _send_record(record):
     services.sender().handle(json.loads(record.body))
+
+
+# The execution workflow's Run task token of a claimed run (chalicelib/executions/handoff.py says
+# why it travels apart from the run message). Batch size 1 as the callback sender's, for the same
+# reason. The Run task's heartbeat window is open while a handoff waits: its pollers are capped
+# (a throttled batch comes back only after the queue's visibility timeout), and the stack's
+# HandoffReservedConcurrency parameter can give it capacity of its own.
+@app.on_sqs_message(queue="RunHandoffQueue", batch_size=1, name="run_handoff", maximum_concurrency=5)
+def run_handoff(event):
+    """The handoff queue: each Run task token is stored on its execution, or ends the task of an ended attempt."""
+    return process_partial_response(event=event.to_dict(), record_handler=_hand_off_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
+
+
+def _hand_off_record(record):
+    services.run_handoff().handle(Handoff.parse(record.body))

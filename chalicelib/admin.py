@@ -5,7 +5,10 @@
     python -m chalicelib.admin set-concurrency --account ACME --limit 8
 
 Without --password-stdin a password is generated and printed once. For local mode, point the
-environment at the emulator first: `eval "$(python -m chalicelib.admin local-env)"`.
+environment at the emulator first: `eval "$(python -m chalicelib.admin local-env)"`. For a
+deployed stack, name it before the command: `python -m chalicelib.admin --stack NAME create-account
+ACME` finds the stack's tables, KMS key and signing secret through CloudFormation (in the region
+and at the endpoint the AWS environment names), so nothing needs exporting by hand.
 """
 from __future__ import annotations
 
@@ -16,7 +19,12 @@ import secrets
 import sys
 from pathlib import Path
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.auth import roles, users
+from chalicelib.platform.config import get_settings
+from chalicelib.platform.deployed_stack import read_stack, use_stack
 from chalicelib.platform.errors import RunnerError
 
 
@@ -56,9 +64,19 @@ def _local_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _point_at_stack(stack_name: str) -> None:
+    # The settings' region (AWS_REGION, AWS_DEFAULT_REGION) or else the profile's, which boto3
+    # finds in ~/.aws/config; the stack's environment then carries it to every later client.
+    session = boto3.session.Session()
+    region = os.environ.get("AWS_REGION") or session.region_name or get_settings().region
+    cloudformation = session.client("cloudformation", region_name=region)
+    use_stack(read_stack(cloudformation, stack_name))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="python -m chalicelib.admin", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", help="a deployed stack: use its tables, KMS key and signing secret")
     commands = parser.add_subparsers(dest="command", required=True)
     account = commands.add_parser("create-account", help="create an account alias")
     account.add_argument("alias")
@@ -82,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     local_env.set_defaults(run=_local_env)
     args = parser.parse_args(argv)
     try:
+        if args.stack:
+            _point_at_stack(args.stack)
         return args.run(args)
     except RunnerError as error:
         where = f" ({error.field})" if error.field else ""
         print(f"error{where}: {error.message}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
 
 

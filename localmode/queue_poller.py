@@ -10,6 +10,8 @@ import logging
 import threading
 from typing import Any, Callable
 
+from localmode import invocations
+
 logger = logging.getLogger("runner.local.queue")
 
 
@@ -26,7 +28,8 @@ class QueuePoller:
     """`threads` long-polling loops feeding one queue's messages to `handler(event, context)`."""
 
     def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict, Any], Any], region: str,
-                 threads: int = 4, batch_size: int = 10) -> None:
+                 threads: int = 4, batch_size: int = 10, function: str = "handler") -> None:
+        self._function = function  # the function's name in the invocation log (localmode/invocations.py)
         self._sqs = sqs
         self._queue_url = queue_url
         self._handler = handler
@@ -63,7 +66,8 @@ class QueuePoller:
         if not messages:
             return 0
         try:
-            answer = self._handler(lambda_event(messages, self._arn, self._region), None) or {}
+            with invocations.logged(self._function, messages=len(messages)):
+                answer = self._handler(lambda_event(messages, self._arn, self._region), None) or {}
             failed = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}
         except Exception:  # noqa: BLE001 - as Lambda: the whole batch comes back later
             logger.exception("the handler of %s failed", self._queue_url)

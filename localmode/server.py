@@ -64,7 +64,7 @@ def recover_executions(settings) -> int:
     for execution in Execution.scan(Execution.status.is_in(*states.ACTIVE)):
         status, attempt = execution.status, int(execution.attempt)
         target = states.WORKER_LOST[status]
-        actions = [Execution.status.set(target), Execution.task_token.remove(), Execution.updated_time.set(now_ms())]
+        actions = [Execution.status.set(target), Execution.run_token.remove(), Execution.updated_time.set(now_ms())]
         if target == states.FAILURE:  # a KILLED one keeps who killed it, as the workflow's RecordKillUnconfirmed does
             actions.append(Execution.status_reason.set("worker lost: local mode stopped while it ran"))
         try:
@@ -124,6 +124,7 @@ class LocalRunner:
         self.workers: WorkerPool | None = None
         self.scheduler: LocalScheduler | None = None
         self.callbacks: QueuePoller | None = None
+        self.handoffs: QueuePoller | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -152,6 +153,7 @@ class LocalRunner:
         environment = emulator_environment(self.emulator.endpoint, self.emulator.region,
                                            LOCAL_PREFIX, template, new_access_key())
         os.environ.update(environment)
+        os.environ["RUNNER_PORT"] = str(self.port)  # with the emulator's, a port no callback may reach
         reset_settings()
         aws.reset_clients()
         models.unbind()
@@ -180,6 +182,7 @@ class LocalRunner:
                       json.dumps({"endpoint": self.emulator.endpoint, "environment": environment}, indent=2))
         self.snapshot()
         threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
+        self._start_handoffs(settings)
         self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS),
                                   {name: value for name, value in os.environ.items()
                                    if name.startswith(("AWS_", "RUNNER_"))},
@@ -214,8 +217,20 @@ class LocalRunner:
         from app import callback_sender
 
         self.callbacks = QueuePoller(aws.client("sqs"), settings.callback_queue_url, callback_sender, settings.region,
-                                     threads=8, batch_size=4)
+                                     threads=8, batch_size=4, function="callback_sender")
         self.callbacks.start()
+
+    def _start_handoffs(self, settings) -> None:
+        """The run handoff, fed by the handoff queue as Lambda would feed it.
+
+        Pollers of its own, never the workers': a handoff must arrive while every worker is busy
+        running, since the Run task's heartbeat window is already open.
+        """
+        from app import run_handoff
+
+        self.handoffs = QueuePoller(aws.client("sqs"), settings.handoff_queue_url, run_handoff, settings.region,
+                                    threads=2, batch_size=4)
+        self.handoffs.start()
 
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
@@ -246,6 +261,8 @@ class LocalRunner:
             self.scheduler.stop()
         if self.callbacks is not None:
             self.callbacks.stop()
+        if self.handoffs is not None:
+            self.handoffs.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.emulator is not None and self.emulator_state is not None:

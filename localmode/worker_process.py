@@ -1,6 +1,7 @@
 """A local worker: polls the run queue and hands each message to the Lambda handler, as Lambda would."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from chalicelib.platform import aws
 from chalicelib.platform.config import get_settings
+from localmode import invocations
 from localmode.queue_poller import lambda_event
 
 logger = logging.getLogger("runner.local.worker")
@@ -58,13 +60,22 @@ def poll_forever(stop: list) -> None:
             continue
         for message in answer.get("Messages", []):
             try:
-                result = handler(lambda_event([message], queue_arn, settings.region), LocalLambdaContext())
+                with invocations.logged("worker", all_threads=True, execution=_execution_of(message)):
+                    result = handler(lambda_event([message], queue_arn, settings.region), LocalLambdaContext())
                 failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
             except Exception:  # noqa: BLE001 - as Lambda: the message comes back after its timeout
                 logger.exception("handler failed for message %s", message["MessageId"])
                 failed = {message["MessageId"]}
             if message["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _execution_of(message: dict) -> str | None:
+    """The execution id a run message names (for the invocation log), if it is readable."""
+    try:
+        return str(json.loads(message["Body"])["executionId"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def main() -> int:

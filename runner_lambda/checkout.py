@@ -2,15 +2,34 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
 
 from runner_lambda.isolation import run_environment
+from runner_lambda.masking import Masker
 
 GIT_TIMEOUT_SECONDS = 300
 # git's default date format, as the reference's repository_log shows it.
 LOG_FORMAT = "%H%x00%an%x00%ae%x00%ad%x00%B"
+# The transports git may use, for the repository and its submodules alike, on AWS.
+DEFAULT_PROTOCOLS = ("https", "ssh")
+# Given to every git command: a server may not send git (and a password) elsewhere.
+GIT_OPTIONS = ("-c", "http.followRedirects=false")
+COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# git asks the askpass program for the username, then for the password, naming where they go
+# ("Username for 'https://host': ", "Password for 'https://user@host': "). It answers only the
+# prompts naming the repository's own host, and nothing (failing) for any other.
+ASKPASS = """#!/bin/sh
+case "$1" in
+  "Username for '$RUNNER_GIT_ORIGIN': ") printf '%s' "$RUNNER_GIT_USERNAME" ;;
+  "Password for '$RUNNER_GIT_USER_ORIGIN': ") printf '%s' "$RUNNER_GIT_PASSWORD" ;;
+  *) exit 1 ;;
+esac
+"""
 
 
 class CheckoutError(Exception):
@@ -29,12 +48,17 @@ class Credentials:
 class Checkout:
     """One clone of a repository into `directory`, run with a private environment."""
 
-    def __init__(self, url: str, directory: Path, scratch: Path, credentials: Credentials) -> None:
+    def __init__(self, url: str, directory: Path, scratch: Path, credentials: Credentials,
+                 mask: Callable[[str], str] | None = None,
+                 protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> None:
         self.url = url
         self.directory = directory
         self._scratch = scratch
         self._credentials = credentials
-        self._secrets = [value for value in (credentials.password, credentials.ssh_key) if value]
+        # The run's masker (every secret it knows), or one of the credentials given here.
+        self._mask = mask if mask is not None else Masker(
+            [value for value in (credentials.password, credentials.ssh_key) if value])
+        self._protocols = protocols
         self._env = self._environment()
 
     def _environment(self) -> dict[str, str]:
@@ -48,6 +72,8 @@ class Checkout:
             "GIT_ASKPASS": "/bin/false",
             "SSH_ASKPASS": "/bin/false",
             "LC_ALL": "C",
+            # Only these transports, for the repository and any submodule: never ext::, fd::, ...
+            "GIT_ALLOW_PROTOCOL": ":".join(self._protocols),
         })
         if self.url.startswith("file://"):
             # Local mode only: a file:// repository belongs to the host's user, not the worker's
@@ -56,15 +82,20 @@ class Checkout:
             trusting = self._scratch / "gitconfig"
             trusting.write_text("[safe]\n\tdirectory = *\n", encoding="utf-8")
             env["GIT_CONFIG_GLOBAL"] = str(trusting)
-        if self._credentials.password is not None:
+        parts = urlsplit(self.url)
+        if self._credentials.password is not None and parts.scheme in ("https", "http") and parts.netloc:
             # git asks the askpass program for the username and the password; the program reads
-            # them from this process's environment, so they never appear in a URL or argv.
+            # them from this process's environment, so they never appear in a URL or argv, and
+            # gives them only for the repository's own scheme, host and port.
             askpass = self._scratch / "askpass.sh"
-            askpass.write_text('#!/bin/sh\ncase "$1" in\n  Username*) printf "%s" "$RUNNER_GIT_USERNAME" ;;\n'
-                               '  *) printf "%s" "$RUNNER_GIT_PASSWORD" ;;\nesac\n', encoding="utf-8")
+            askpass.write_text(ASKPASS, encoding="utf-8")
             askpass.chmod(0o700)
-            env.update({"GIT_ASKPASS": str(askpass), "RUNNER_GIT_USERNAME": self._credentials.username or "",
-                        "RUNNER_GIT_PASSWORD": self._credentials.password})
+            username = self._credentials.username or ""
+            host = parts.netloc.rsplit("@", 1)[-1]
+            env.update({"GIT_ASKPASS": str(askpass), "RUNNER_GIT_USERNAME": username,
+                        "RUNNER_GIT_PASSWORD": self._credentials.password,
+                        "RUNNER_GIT_ORIGIN": f"{parts.scheme}://{host}",
+                        "RUNNER_GIT_USER_ORIGIN": f"{parts.scheme}://{username}@{host}"})
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
                "-o", f"UserKnownHostsFile={self._scratch / 'known_hosts'}"]
         if self._credentials.ssh_key:
@@ -76,20 +107,16 @@ class Checkout:
         env["GIT_SSH_COMMAND"] = " ".join(ssh)
         return env
 
-    def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "********")
-        return text
-
     def git(self, *args: str, cwd: Path | None = None, check: bool = True) -> str:
         """Run git; CheckoutError with git's own (masked) words when it fails."""
         try:
-            done = subprocess.run(["git", *args], cwd=cwd or self.directory, env=self._env,
+            done = subprocess.run(["git", *GIT_OPTIONS, *args], cwd=cwd or self.directory, env=self._env,
                                   capture_output=True, text=True, timeout=GIT_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             raise CheckoutError(f"git {args[0]} took longer than {GIT_TIMEOUT_SECONDS} s") from None
         if check and done.returncode != 0:
-            output = (done.stderr or done.stdout).strip()
+            # Masked whole first: a multi-line secret is still whole here, not yet cut into lines.
+            output = self._mask((done.stderr or done.stdout).strip())
             lines = [line for line in output.splitlines()
                      if line.startswith(("fatal", "error", "remote", "ERROR"))] or output.splitlines()[-2:]
             detail = self._mask("; ".join(lines))[-500:] or f"exit code {done.returncode}"
@@ -98,21 +125,27 @@ class Checkout:
 
     def fetch(self, ref: str, commit: str | None = None) -> str:
         """Check out `commit` (a restart's pinned one) or the tip of `ref`; answer HEAD's sha."""
+        # The API refuses these; a stored job from before it did must not reach git's options either.
+        if not ref or ref.startswith("-"):
+            raise CheckoutError(f"{ref!r} is not a branch or tag name")
+        if commit and not COMMIT.match(commit):
+            raise CheckoutError(f"{commit!r} is not a commit id")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q")
-        self.git("remote", "add", "origin", self.url)
+        # "--" everywhere: what follows is a name, a URL, a ref, never an option.
+        self.git("remote", "add", "--", "origin", self.url)
         if commit:
             # Servers that allow it hand over one commit; others need the branch's history.
-            self.git("fetch", "-q", "--depth", "1", "origin", commit, check=False)
+            self.git("fetch", "-q", "--depth", "1", "--", "origin", commit, check=False)
             if not self.git("rev-parse", "--verify", "-q", f"{commit}^{{commit}}", check=False).strip():
-                self.git("fetch", "-q", "origin", ref)
+                self.git("fetch", "-q", "--", "origin", ref)
             try:
                 self.git("checkout", "-q", "--detach", commit)
             except CheckoutError:
                 raise CheckoutError(f"commit {commit} of the first attempt is no longer in the repository") from None
         else:
             try:
-                self.git("fetch", "-q", "--depth", "1", "origin", ref)
+                self.git("fetch", "-q", "--depth", "1", "--", "origin", ref)
             except CheckoutError as exc:
                 raise CheckoutError(f"{exc} (branch or tag {ref!r} of {self.url})") from None
             self.git("checkout", "-q", "--detach", "FETCH_HEAD")
@@ -128,7 +161,7 @@ class Checkout:
         }
 
     def _tags_at(self, sha: str) -> list[str]:
-        listing = self.git("ls-remote", "--tags", "origin", check=False)
+        listing = self.git("ls-remote", "--tags", "--", "origin", check=False)
         tags: set[str] = set()
         for line in listing.splitlines():
             target, _, ref = line.partition("\t")

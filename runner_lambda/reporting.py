@@ -8,11 +8,13 @@ import time
 from typing import Any, Callable
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib.executions import states
+from chalicelib.executions.tasks import end_task, token_gone
 from chalicelib.platform.models import Execution, ExecutionEvent, Timer
 from chalicelib.platform.storage import condition_failed
+from runner_lambda.masking import Masker
 
 logger = logging.getLogger("runner.worker")
 
@@ -24,8 +26,6 @@ EVENT_DATA_KEYS = ("playbook", "play", "task", "task_action", "task_args", "host
 # ansible-core warns about any strategy plugin outside ansible.builtin; ours is an implementation
 # detail (graceful stop) that users' logs need not carry.
 OWN_PLUGIN_WARNING = "strategy plugins not included in ansible.builtin"
-# The token of a task that is over: the attempt ended without us (timed out, or recorded lost).
-TOKEN_GONE = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 
 
 def now_ms() -> int:
@@ -33,35 +33,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Masker:
-    """Replaces every known secret value in text."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        self._secrets = sorted({value for value in secrets if value and len(value) >= 4}, key=len, reverse=True)
-
-    def add(self, values: list[str]) -> None:
-        """Mask these values too."""
-        self._secrets = sorted(set(self._secrets) | {v for v in values if v and len(v) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "********")
-        return text
-
-
 def _is_condition_failure(exc: UpdateError) -> bool:
     return condition_failed(exc)
 
 
-def claim(job_id: str, execution_id: str, attempt: int, task_token: str, worker: str) -> Execution | None:
+def claim(job_id: str, execution_id: str, attempt: int, worker: str) -> Execution | None:
     """PENDING -> INITIALIZING for this attempt; None when another delivery already claimed it."""
     execution = Execution(job_id, execution_id)
     try:
         execution.update(
             actions=[Execution.status.set(states.INITIALIZING),
                      Execution.timers.set(Execution.timers.append([Timer(start=now_ms(), end=None)])),
-                     Execution.task_token.set(task_token),
                      Execution.updated_time.set(now_ms())],
             condition=states.transition_condition(Execution, states.INITIALIZING, attempt=attempt))
     except UpdateError as exc:
@@ -72,6 +54,15 @@ def claim(job_id: str, execution_id: str, attempt: int, task_token: str, worker:
         raise
     logger.info("worker %s claimed execution %s attempt %d", worker, execution_id, attempt)
     return execution
+
+
+def run_token_of(job_id: str, execution_id: str, attempt: int) -> str | None:
+    """The Run task token stored for this attempt; None when not handed over (yet), or the row has moved on."""
+    try:
+        current = Execution.get(job_id, execution_id, consistent_read=True, attributes_to_get=["attempt", "runToken"])
+    except DoesNotExist:
+        return None
+    return current.run_token if int(current.attempt) == attempt else None
 
 
 def mark_running(execution: Execution, repository_log: dict | None, commit: str | None) -> bool:
@@ -100,9 +91,10 @@ def finish(execution: Execution, status: str, reason: object = None, failed_host
     timers = list(execution.timers or [])
     if timers:
         timers[-1] = Timer(start=timers[-1].start, end=now_ms())
+    # The run token stays: this write's answer (the row as written) is how the worker learns a
+    # token handed over meanwhile (chalicelib/executions/handoff.py).
     actions = [Execution.status.set(status), Execution.timers.set(timers),
-               Execution.failed_hosts.set(sorted(failed_hosts or [])), Execution.updated_time.set(now_ms()),
-               Execution.task_token.remove()]
+               Execution.failed_hosts.set(sorted(failed_hosts or [])), Execution.updated_time.set(now_ms())]
     if reason is not KEEP:
         actions.append(Execution.status_reason.set(reason) if reason else Execution.status_reason.remove())
     if stats is not None:
@@ -152,24 +144,34 @@ class EventSink:
         """Queue one ansible-runner event (not ansible's warning about our own strategy plugin)."""
         if event.get("event") == "deprecated" and OWN_PLUGIN_WARNING in (event.get("stdout") or ""):
             return
-        data = event.get("event_data") or {}
-        selected = {key: data[key] for key in EVENT_DATA_KEYS if key in data}
-        item = ExecutionEvent(
-            self._execution_id, self._attempt * SEQ_PER_ATTEMPT + int(event.get("counter") or 0),
-            attempt=self._attempt, event=str(event.get("event") or "unknown"),
-            host=data.get("host") or data.get("remote_addr"), task=data.get("task"),
-            stdout=_trim(self._mask(event.get("stdout") or ""), MAX_STDOUT),
-            created=event.get("created"),
-            data=self._data(selected),
-            expires_at=self._expires)
+        item = self.build(event)
         with self._lock:
             self._buffer.append(item)
             self.count += 1
         if len(self._buffer) >= 25:
             self._wake.set()
 
-    def _data(self, selected: dict) -> str:
-        text = self._mask(json.dumps(selected, default=str))
+    def build(self, event: dict) -> ExecutionEvent:
+        """The stored event: every string in it masked (task and play names, results, errors,
+        stdout) before it is serialised or trimmed."""
+        data = event.get("event_data") or {}
+        masked = self._mask.mask_strings({
+            "event": str(event.get("event") or "unknown"),
+            "host": data.get("host") or data.get("remote_addr"),
+            "task": data.get("task"),
+            "stdout": event.get("stdout") or "",
+            "created": event.get("created"),
+            "data": {key: data[key] for key in EVENT_DATA_KEYS if key in data},
+        })
+        return ExecutionEvent(
+            self._execution_id, self._attempt * SEQ_PER_ATTEMPT + int(event.get("counter") or 0),
+            attempt=self._attempt, event=masked["event"], host=masked["host"], task=masked["task"],
+            stdout=_trim(masked["stdout"], MAX_STDOUT), created=masked["created"],
+            data=self._data(masked["data"]), expires_at=self._expires)
+
+    @staticmethod
+    def _data(selected: dict) -> str:
+        text = json.dumps(selected, default=str)
         if len(text) <= MAX_DATA:
             return text
         # Too large to keep whole: keep a preview, still valid JSON for the events route.
@@ -205,12 +207,39 @@ class EventSink:
         self.flush()
 
 
-class Heartbeat:
-    """Tells Step Functions the worker is alive; notices when the attempt is over without it."""
+class RunTask:
+    """The token of the workflow's Run task, unknown until the run handoff has stored it on the row.
 
-    def __init__(self, stepfunctions: Any, task_token: str, interval: float) -> None:
+    The worker learns it from the row: its supervisor's reads, and the rows its own conditional
+    writes answer. Only a token of the worker's own attempt is ever given here.
+    """
+
+    def __init__(self) -> None:
+        self._token: str | None = None
+        self.known = threading.Event()
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    def learn(self, token: str | None) -> None:
+        """Keep the first token seen (an attempt has one Run task)."""
+        if token and self._token is None:
+            self._token = token
+            self.known.set()
+
+
+class Heartbeat:
+    """Tells Step Functions the worker is alive; notices when the attempt is over without it.
+
+    It beats on the Run task, whose heartbeat clock starts when the workflow hands the task's
+    token over (after the claim): until the token is known there is no clock to reset, and
+    waiting in the queue never counted. The first beat goes as soon as the token is known.
+    """
+
+    def __init__(self, stepfunctions: Any, task: RunTask, interval: float) -> None:
         self._sfn = stepfunctions
-        self._token = task_token
+        self._task = task
         self._interval = interval
         self._stop = threading.Event()
         self.attempt_over = threading.Event()
@@ -222,20 +251,22 @@ class Heartbeat:
         return self
 
     def _loop(self) -> None:
-        # The first beat goes at once: the heartbeat window has been running since the run
-        # message was sent, and a claim under load may come late in it.
-        while True:
+        while not self._stop.is_set():
+            token = self._task.token
+            if token is None:
+                self._task.known.wait(min(self._interval, 0.25))  # woken as soon as it is learned
+                continue
             try:
-                self._sfn.send_task_heartbeat(taskToken=self._token)
+                self._sfn.send_task_heartbeat(taskToken=token)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in TOKEN_GONE:
+                code = token_gone(exc)
+                if code is not None:
                     # The workflow has given up on this attempt; the supervisor sees what it
                     # recorded and ends the run.
                     self.reason = f"the attempt's task is over ({code})"
                     self.attempt_over.set()
                     return
-                logger.warning("heartbeat failed: %s", code)
+                logger.warning("heartbeat failed: %s", exc.response.get("Error", {}).get("Code", ""))
             except Exception:  # noqa: BLE001 - a heartbeat is retried at the next beat
                 logger.exception("heartbeat failed")
             if self._stop.wait(self._interval):
@@ -247,10 +278,5 @@ class Heartbeat:
 
 def report_result(stepfunctions: Any, task_token: str, output: dict) -> None:
     """Hand the attempt's result to its workflow (ignored when the task is already over)."""
-    try:
-        stepfunctions.send_task_success(taskToken=task_token, output=json.dumps(output))
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code not in TOKEN_GONE:
-            raise
-        logger.info("workflow task already over (%s); result kept in the table only", code)
+    if not end_task(stepfunctions, task_token, output):
+        logger.info("result kept in the table only")

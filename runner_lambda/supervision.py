@@ -12,7 +12,7 @@ from chalicelib.executions import states
 from chalicelib.platform.models import Execution
 from chalicelib.platform.storage import condition_failed
 from runner_lambda.processes import kill_tree
-from runner_lambda.reporting import now_ms
+from runner_lambda.reporting import RunTask, now_ms
 
 logger = logging.getLogger("runner.worker")
 
@@ -22,6 +22,9 @@ POLL_SECONDS = 0.5
 class Supervisor:
     """Polls the execution's status and acts on it, from claim to result.
 
+    Each read also picks up the workflow's Run task token once the run handoff has stored it
+    (`run_task`), which starts the heartbeats.
+
     STOPPING: the stop file appears, so no new task starts (graceful). KILLING: every process of
     the run is killed now. A final status or another attempt: this attempt is over elsewhere,
     so its processes are killed. Near Lambda's ceiling the run is asked to stop, and killed
@@ -29,12 +32,14 @@ class Supervisor:
     """
 
     def __init__(self, execution: Execution, run_id: str, stop_file: Path, lambda_context: Any = None,
-                 ceiling_margin_seconds: float = 60.0, kill_margin_seconds: float = 10.0) -> None:
+                 ceiling_margin_seconds: float = 60.0, kill_margin_seconds: float = 10.0,
+                 run_task: RunTask | None = None) -> None:
         self.job_id = execution.job_id
         self.execution_id = execution.execution_id
         self.attempt = int(execution.attempt)
         self.run_id = run_id
         self.stop_file = stop_file
+        self.run_task = run_task or RunTask()
         self._context = lambda_context
         self._ceiling_ms = ceiling_margin_seconds * 1000
         self._kill_ms = kill_margin_seconds * 1000
@@ -70,11 +75,13 @@ class Supervisor:
         """One look at the execution, and what follows from it."""
         try:
             current = Execution.get(self.job_id, self.execution_id, consistent_read=True,
-                                    attributes_to_get=["status", "attempt", "statusReason"])
+                                    attributes_to_get=["status", "attempt", "statusReason", "runToken"])
         except DoesNotExist:
             self._end_here("the execution no longer exists")
             return
         self.status, self.reason = current.status, current.status_reason
+        if int(current.attempt) == self.attempt:
+            self.run_task.learn(current.run_token)  # handed over by the workflow after the claim
         if int(current.attempt) != self.attempt or current.status in states.FINAL:
             self._end_here(f"the attempt ended elsewhere ({current.status})")
         elif current.status == states.KILLING:

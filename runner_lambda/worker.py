@@ -8,6 +8,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from pynamodb.exceptions import DoesNotExist
+
 from chalicelib.platform import models
 from chalicelib.executions import states
 from chalicelib.platform.config import Settings
@@ -15,10 +17,14 @@ from chalicelib.executions.service import RUN_KEY_DEFAULT, ExecutionService, run
 from chalicelib.jobs.service import JobService
 from chalicelib.jobs.spec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
 from chalicelib.callbacks.notices import Notifier
+from chalicelib.executions.tasks import end_task, queue_output, run_output
 from chalicelib.platform.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
-from runner_lambda.reporting import KEEP, EventSink, Heartbeat, Masker, claim, finish, mark_running, report_result
+from runner_lambda.masking import Masker
+from runner_lambda.reporting import (
+    KEEP, EventSink, Heartbeat, RunTask, claim, finish, mark_running, report_result, run_token_of,
+)
 from runner_lambda.processes import kill_tree
 from runner_lambda.supervision import Supervisor
 from runner_lambda.workspace import Workspace, WorkspaceError, build_inventory
@@ -28,7 +34,11 @@ logger = logging.getLogger("runner.worker")
 
 @dataclass(frozen=True)
 class RunMessage:
-    """The run queue's message: which attempt of which execution, and the workflow's task token."""
+    """The run queue's message: which attempt of which execution, and the token of the workflow's Queue task.
+
+    The Queue task only waits for a claim. The Run task, whose heartbeats watch the run, starts
+    after it; its token reaches the worker through the execution's row (chalicelib/executions/handoff.py).
+    """
 
     account_alias: str
     job_id: str
@@ -74,24 +84,27 @@ class Attempt:
         self.message = message
         self.deps = deps
         self.lambda_context = lambda_context
-        self.masker = Masker([])
+        # Every secret the run knows, once opened: what the worker writes or sends is masked with it.
+        self.masker = Masker()
 
     def run(self) -> str:
         """Run the attempt; answer its final status (or "duplicate")."""
         message = self.message
         models.bind()
-        execution = claim(message.job_id, message.execution_id, message.attempt, message.task_token, worker_name())
+        execution = claim(message.job_id, message.execution_id, message.attempt, worker_name())
         if execution is None:
-            self._close_if_ended()
+            self._answer_unclaimed()
             return "duplicate"
+        self._leave_queue(execution)
         self._notify(execution, states.INITIALIZING)
-        heartbeat = Heartbeat(self.deps.stepfunctions, message.task_token,
+        run_task = RunTask()
+        heartbeat = Heartbeat(self.deps.stepfunctions, run_task,
                               max(1.0, self.deps.settings.heartbeat_seconds / 4)).start()
         status = states.FAILURE
         with Workspace() as workspace:
             supervisor = Supervisor(execution, f"{message.execution_id}-{message.attempt}",
                                     workspace.path / "stop", self.lambda_context,
-                                    self.deps.settings.ceiling_margin_seconds).start()
+                                    self.deps.settings.ceiling_margin_seconds, run_task=run_task).start()
             try:
                 status = self._run_claimed(execution, workspace, supervisor)
             except Exception:
@@ -101,9 +114,42 @@ class Attempt:
                 supervisor.stop()
                 kill_tree(supervisor.run_id)  # nothing of the run outlives it
                 heartbeat.stop()
-                report_result(self.deps.stepfunctions, message.task_token,
-                              {"executionId": message.execution_id, "attempt": message.attempt, "status": status})
+                self._end_run(execution, run_task, status)
         return status
+
+    def _leave_queue(self, execution: Execution) -> None:
+        """End the workflow's Queue task now that the attempt is claimed: its Run task (and heartbeat) starts.
+
+        Already over is fine: another delivery of this message ended it (see _answer_unclaimed), or
+        the workflow stopped waiting, in which case it records the attempt's end and the supervisor
+        sees it. If it cannot be ended at all, the run is not started: the attempt is recorded as
+        failed, and the message comes back (the error is raised) to end the Queue task then.
+        """
+        try:
+            end_task(self.deps.stepfunctions, self.message.task_token, queue_output(True, worker=worker_name()))
+        except Exception:
+            logger.exception("execution %s attempt %d: the workflow's Queue task could not be ended",
+                             self.message.execution_id, self.message.attempt)
+            self._finish(execution, states.FAILURE, reason="the run could not be handed to its workflow")
+            raise
+
+    def _end_run(self, execution: Execution, run_task: RunTask, status: str) -> None:
+        """End the workflow's Run task with the attempt's result, if its token has been handed over.
+
+        Runs once the attempt's final status is recorded (by us, or by whoever ended it). The token
+        comes from the row: our writes' answers, the supervisor's reads, else one last read. If
+        none is stored by then, none will be: the run handoff stores a token only while the
+        attempt is active, and ends the Run task itself when it is not. Exactly one of us sees the
+        other's write, so the task is ended once.
+        """
+        message = self.message
+        run_task.learn(execution.run_token)  # the row our last conditional write answered
+        token = run_task.token or run_token_of(message.job_id, message.execution_id, message.attempt)
+        if token is None:
+            logger.info("execution %s attempt %d: no run token stored yet; the run handoff reports the result",
+                        message.execution_id, message.attempt)
+            return
+        report_result(self.deps.stepfunctions, token, run_output(message.execution_id, message.attempt, status))
 
     def _notify(self, execution: Execution, status: str) -> None:
         if self.deps.notifier is not None:
@@ -114,22 +160,37 @@ class Attempt:
             self.deps.notifier.events(execution, states.RUNNING, [int(event.seq) for event in batch])
 
     def _finish(self, execution: Execution, status: str, **details: Any) -> bool:
-        """Record the final status (see reporting.finish) and notice it."""
+        """Record the final status (see reporting.finish), masked, and notice it."""
+        for name in ("reason", "failed_hosts", "stats", "repository_log"):
+            if details.get(name) is not None and details[name] is not KEEP:
+                details[name] = self.masker.mask_strings(details[name])
         done = finish(execution, status, **details)
         if done:
             self._notify(execution, status)
         return done
 
-    def _close_if_ended(self) -> None:
-        """A message for an attempt that ended without running (stopped while PENDING): end its task."""
+    def _answer_unclaimed(self) -> None:
+        """The claim failed: end the message's Queue task so that its workflow does not wait on.
+
+        An attempt that is over (stopped or killed while queued, restarted since, gone) ends it
+        with claimed false: the workflow gives its run slot back. An attempt that another
+        delivery claimed ends it with claimed true: nothing happens if the claimer did so already;
+        if the claimer died between its claim and ending the task, the workflow's Run task now
+        watches it, and its heartbeat window records the worker lost.
+        """
         message = self.message
         try:
-            current = Execution.get(message.job_id, message.execution_id, consistent_read=True)
-        except Exception:  # noqa: BLE001 - nothing to close
+            current = Execution.get(message.job_id, message.execution_id, consistent_read=True,
+                                    attributes_to_get=["status", "attempt"])
+        except DoesNotExist:
+            end_task(self.deps.stepfunctions, message.task_token, queue_output(False))
             return
-        if int(current.attempt) == message.attempt and current.status in states.FINAL:
-            report_result(self.deps.stepfunctions, message.task_token,
-                          {"executionId": message.execution_id, "attempt": message.attempt, "status": current.status})
+        if int(current.attempt) != message.attempt or current.status in states.FINAL:
+            same = int(current.attempt) == message.attempt
+            end_task(self.deps.stepfunctions, message.task_token,
+                     queue_output(False, status=current.status if same else None))
+        else:
+            end_task(self.deps.stepfunctions, message.task_token, queue_output(True, worker="another delivery"))
 
     def _ended_before_running(self, execution: Execution, supervisor: Supervisor) -> str | None:
         """STOPPED or KILLED when a stop or kill arrived before the playbook started."""
@@ -150,14 +211,17 @@ class Attempt:
         spec = json.loads(job.spec)
         secrets = self.deps.jobs.open_secrets(message.account_alias, message.job_id)
         run_keys = self.deps.executions.open_keys(execution)
+        # Every value sealed for the job (repository password and key, default and host keys) and
+        # for this run (keys given at start or restart).
         self.masker.add(list(secrets.values()) + list(run_keys.values()))
         repository = spec["repository"]
         try:
             checkout = Checkout(repository["url"], workspace.project, workspace.scratch, Credentials(
                 username=(repository.get("credentials") or {}).get("username"),
-                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)))
+                password=secrets.get(SECRET_REPO_PASSWORD), ssh_key=secrets.get(SECRET_REPO_KEY)),
+                mask=self.masker, protocols=self.deps.settings.repository_rules.schemes)
             commit = checkout.fetch(repository["branch"], execution.pinned_commit)
-            repository_log = checkout.repository_log()
+            repository_log = self.masker.mask_strings(checkout.repository_log())
             playbook = workspace.playbook(repository["defaultPlaybook"])
             run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook, supervisor)
         except (CheckoutError, WorkspaceError) as exc:
@@ -166,6 +230,7 @@ class Attempt:
             return self._ended_before_running(execution, supervisor) or states.INIT_FAILURE
         if not mark_running(execution, repository_log, commit):
             return self._ended_before_running(execution, supervisor) or execution.status
+        supervisor.run_task.learn(execution.run_token)  # the row as our write left it
         self._notify(execution, states.RUNNING)
         sink = EventSink(message.execution_id, message.attempt, self.masker, self.deps.settings.event_retention_days,
                          on_flush=lambda batch: self._notify_events(execution, batch))

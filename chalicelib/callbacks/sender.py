@@ -26,7 +26,7 @@ from chalicelib.jobs.service import now_ms
 from chalicelib.platform.models import Account, Delivery, Execution, ExecutionEvent
 from chalicelib.platform.sealing import Opener, Sealer
 from chalicelib.platform.storage import condition_failed
-from chalicelib.callbacks.targets import UnsafeTarget, safe_address
+from chalicelib.callbacks.targets import UnresolvedTarget, UnsafeTarget, check_target
 
 logger = logging.getLogger("runner.webhooks")
 
@@ -44,6 +44,8 @@ class Outcome:
 
     status_code: int | None
     error: str | None
+    # Not sent: the URL names an address or port webhooks may not reach. Never retried.
+    refused: bool = False
 
 
 class WebhookSecrets:
@@ -255,6 +257,11 @@ class Sender:
         again = {**reference, "tries": tries, "firstTry": first_try}
         if outcome.status_code is not None and 200 <= outcome.status_code < 300:
             record.state = "DELIVERED"
+        elif outcome.refused:
+            # Trying again would only knock again at the same closed door: given up now, not dead-lettered.
+            record.state = "FAILED"
+            logger.warning("delivery %s of execution %s not sent: %s", delivery["deliveryId"], execution_id,
+                           outcome.error)
         elif outcome.status_code == 410:
             record.state = "GONE"
             Delivery(execution_id, self._gone_key(url), url=url, state="GONE", tries=0,
@@ -285,9 +292,11 @@ class Sender:
 
     def _post(self, url: str, body: bytes, delivery: dict) -> Outcome:
         try:
-            scheme, address, port = safe_address(url, self._settings.webhook_rules)
+            target = check_target(url, self._settings.webhook_rules)
+        except UnresolvedTarget as exc:
+            return Outcome(None, str(exc))  # perhaps for a moment: tried again
         except UnsafeTarget as exc:
-            return Outcome(None, str(exc))
+            return Outcome(None, f"refused: {exc}", refused=True)
         parts = urlsplit(url)
         headers = {"Content-Type": "application/json", "User-Agent": "Runner-Webhooks/1",
                    "Host": parts.netloc.rsplit("@", 1)[-1], "X-Runner-Delivery": delivery["deliveryId"],
@@ -295,11 +304,12 @@ class Sender:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         timeout = urllib3.Timeout(total=self._settings.callback_timeout_seconds)
         try:
-            if scheme == "https":
-                pool = self._http.connection_from_host(address, port, "https", pool_kwargs={
-                    "server_hostname": parts.hostname, "assert_hostname": parts.hostname})
+            # To the address checked, never the name again (DNS rebinding); TLS still verifies the name.
+            if target.scheme == "https":
+                pool = self._http.connection_from_host(target.address, target.port, "https", pool_kwargs={
+                    "server_hostname": target.hostname, "assert_hostname": target.hostname})
             else:
-                pool = self._http.connection_from_host(address, port, "http")
+                pool = self._http.connection_from_host(target.address, target.port, "http")
             answer = pool.urlopen("POST", path, body=body, headers=headers, timeout=timeout, redirect=False,
                                   retries=False, preload_content=True)
         except urllib3.exceptions.HTTPError as exc:

@@ -246,7 +246,7 @@ class ExecutionService:
         attempt = int(execution.attempt) + 1
         actions = [Execution.status.set(states.PENDING), Execution.attempt.set(attempt),
                    Execution.target_hosts.set(hosts), Execution.failed_hosts.set([]),
-                   Execution.status_reason.remove(), Execution.task_token.remove(),
+                   Execution.status_reason.remove(), Execution.run_token.remove(),
                    Execution.updated_time.set(now_ms())]
         if request.keys:
             actions.append(Execution.sealed_keys.set(self._seal_keys(account, job_id, execution_id, request.keys)))
@@ -284,10 +284,12 @@ class ExecutionService:
             "callbackQueueUrl": settings.callback_queue_url,
         }
         workflow_input = dict(
-            common, queueUrl=settings.run_queue_url, accountsTable=settings.table("AccountsTable"),
+            common, queueUrl=settings.run_queue_url, handoffQueueUrl=settings.handoff_queue_url,
+            accountsTable=settings.table("AccountsTable"),
             concurrencyLimit=self._concurrency_limit(execution.account_alias),
             heartbeatSeconds=settings.heartbeat_seconds,
-            # A bound on the whole wait; the TTL itself is enforced (gracefully) by the control workflow.
+            # A bound on each wait (in the run queue, then for the run); the TTL itself is enforced
+            # (gracefully) by the control workflow.
             runTimeoutSeconds=ttl_seconds + settings.ttl_grace_seconds + settings.kill_window_seconds + 120)
         deadline = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
         ttl_input = dict(

@@ -20,7 +20,7 @@ MAX_HOSTS = 2000
 MAX_CALLBACKS = 20
 MAX_TEXT = 4096
 # scp-like git address: user@host:path (no scheme).
-_SCP_URL = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!//)[^\s]+$")
+_SCP_URL = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?!//)(?P<path>[^\s]+)$")
 # What git refuses in a ref name, plus a leading "-" that a CLI would read as an option.
 _BAD_REF = re.compile(r"(^-)|(\.\.)|[\x00-\x20\x7f~^:?*\[\\]|(@\{)|(^/)|(/$)|(\.lock$)|(//)")
 _HOST_ID = re.compile(r"^[^\s,]+$")
@@ -81,7 +81,12 @@ def validate_repository_url(url: Any, rules: RepositoryRules, field_name: str = 
     url = url.strip()
     if len(url) > 2048 or any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise InvalidRequest(field_name, "is not a valid URL")
-    if _SCP_URL.match(url) and "ssh" in rules.schemes:
+    scp = _SCP_URL.match(url)
+    if scp and "ssh" in rules.schemes:
+        # git hands the user, the host and the path to ssh: none may read as an option.
+        for part in ("user", "host", "path"):
+            if scp.group(part).startswith("-"):
+                raise InvalidRequest(field_name, f"the {part} of an SSH address must not start with '-'")
         return url
     parts = urlsplit(url)
     if parts.scheme not in rules.schemes:
@@ -93,6 +98,12 @@ def validate_repository_url(url: Any, rules: RepositoryRules, field_name: str = 
         return url
     if not parts.hostname:
         raise InvalidRequest(field_name, "names no host")
+    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        raise InvalidRequest(field_name, "the host and the user must not start with '-'")
+    try:
+        parts.port
+    except ValueError:
+        raise InvalidRequest(field_name, "names a port that is not a number from 1 to 65535") from None
     if parts.password is not None or (parts.username and parts.scheme in ("https", "http")):
         raise InvalidRequest(field_name, "must not carry credentials: put them in repository.credentials")
     return url
@@ -184,6 +195,8 @@ def _tags(body: dict, repository: dict) -> list[str]:
                 continue
             if len(part) > 255 or any(ch.isspace() for ch in part):
                 raise InvalidRequest(f"{name}[{index}]", f"{part!r} is not a valid tag")
+            if part.startswith("-"):
+                raise InvalidRequest(f"{name}[{index}]", f"{part!r} must not start with '-'")
             if part not in tags:
                 tags.append(part)
     return tags

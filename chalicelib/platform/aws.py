@@ -1,4 +1,4 @@
-"""boto3 clients, created lazily and cached, and a per-thread count of the AWS calls made."""
+"""boto3 clients, created lazily and cached, and a count of the AWS calls made (per thread or per process)."""
 from __future__ import annotations
 
 import threading
@@ -12,13 +12,21 @@ from botocore.config import Config
 from chalicelib.platform.config import get_settings
 
 _calls = threading.local()
+# Collectors of the calls of every thread (counting_calls(all_threads=True)), and their lock.
+_process_collectors: list[list[str]] = []
+_process_lock = threading.Lock()
 
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=32)
 
 
 def _record_call(model: Any = None, **_: Any) -> None:
+    name = f"{model.service_model.service_name}.{model.name}"
     for names in getattr(_calls, "stack", ()):
-        names.append(f"{model.service_model.service_name}.{model.name}")
+        names.append(name)
+    if _process_collectors:
+        with _process_lock:
+            for names in _process_collectors:
+                names.append(name)
 
 
 def instrument(client: Any) -> Any:
@@ -28,16 +36,37 @@ def instrument(client: Any) -> Any:
 
 
 @contextmanager
-def counting_calls() -> Iterator[list[str]]:
-    """Collect the names of the AWS calls this thread makes inside the block."""
+def counting_calls(all_threads: bool = False) -> Iterator[list[str]]:
+    """Collect the names of the AWS calls made inside the block: by this thread, or by every thread.
+
+    `all_threads` is for a process that does one thing at a time with helper threads (a worker's
+    heartbeat, supervisor and event writer); a request of the threaded API counts its own thread.
+    """
     names: list[str] = []
+    if all_threads:
+        with _process_lock:
+            _process_collectors.append(names)
+        try:
+            yield names
+        finally:
+            with _process_lock:
+                _remove_identical(_process_collectors, names)
+        return
     if not hasattr(_calls, "stack"):
         _calls.stack = []
     _calls.stack.append(names)
     try:
         yield names
     finally:
-        _calls.stack.remove(names)
+        _remove_identical(_calls.stack, names)
+
+
+def _remove_identical(collectors: list[list[str]], names: list[str]) -> None:
+    # By identity: list.remove compares contents, and two collectors may hold the same names.
+    for index, collector in enumerate(collectors):
+        if collector is names:
+            del collectors[index]
+            return
 
 
 @lru_cache(maxsize=None)

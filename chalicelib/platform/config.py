@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 # Logical ids of the tables in infra/template.yaml. Each table's physical name comes from the
 # environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
@@ -50,17 +51,37 @@ class RepositoryRules:
 
 @dataclass(frozen=True)
 class WebhookRules:
-    """Where callbacks may be posted (checked at job write and again at every send)."""
+    """Where callbacks may be posted (checked at job write and again at every send).
+
+    Always: global addresses only, on the scheme's own port (443, or 80 for http).
+    """
 
     schemes: tuple[str, ...] = ("https",)
+    # Loopback too, on any port but these (the service's own: local mode's API and emulator).
     allow_loopback: bool = False
-    # Private and reserved networks (the metadata endpoints stay refused whatever this says).
-    allow_private: bool = False
+    refused_loopback_ports: frozenset[int] = frozenset()
 
 
-# Local mode clones from, and posts to, the developer's own machine and network.
+# Local mode clones from the developer's own machine, and posts to receivers on loopback.
 LOCAL_REPOSITORY_RULES = RepositoryRules(schemes=("https", "ssh", "http", "file"))
-LOCAL_WEBHOOK_RULES = WebhookRules(schemes=("https", "http"), allow_loopback=True, allow_private=True)
+LOCAL_WEBHOOK_RULES = WebhookRules(schemes=("https", "http"), allow_loopback=True)
+LOCAL_API_PORT = 8000  # local mode's default RUNNER_PORT
+
+
+def local_webhook_rules(env: dict) -> WebhookRules:
+    """Local mode's webhook rules: loopback, but never the ports of its API and its emulator."""
+    ports = set()
+    try:
+        ports.add(int(env.get("RUNNER_PORT") or LOCAL_API_PORT))
+    except ValueError:
+        pass  # local mode itself refuses to start with it
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        try:
+            ports.add(urlsplit(endpoint).port or (443 if endpoint.startswith("https:") else 80))
+        except ValueError:
+            pass
+    return replace(LOCAL_WEBHOOK_RULES, refused_loopback_ports=frozenset(ports))
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,8 @@ class Settings:
     # Answer each request with the AWS calls it made (X-Runner-AWS-Calls), for local mode's benchmarks.
     report_aws_calls: bool = False
     run_queue_url: str = ""
+    # Where the execution workflow hands a claimed run's task token to the run handoff.
+    handoff_queue_url: str = ""
     execution_state_machine_arn: str = ""
     control_state_machine_arn: str = ""
     heartbeat_seconds: int = 60
@@ -122,9 +145,10 @@ class Settings:
             signing_secret_id=env.get("RUNNER_SIGNING_SECRET_ID") or "runner/token-signing-key",
             token_ttl_seconds=_int_env(env, "RUNNER_TOKEN_TTL_SECONDS", DEFAULT_TOKEN_TTL_SECONDS),
             repository_rules=LOCAL_REPOSITORY_RULES if local else RepositoryRules(),
-            webhook_rules=LOCAL_WEBHOOK_RULES if local else WebhookRules(),
+            webhook_rules=local_webhook_rules(env) if local else WebhookRules(),
             report_aws_calls=local,
             run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
+            handoff_queue_url=env.get("RUNNER_HANDOFF_QUEUE_URL", ""),
             execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
             control_state_machine_arn=env.get("RUNNER_CONTROL_STATE_MACHINE_ARN", ""),
             heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),

@@ -141,7 +141,9 @@ class Execution(Model):
     # The job's callbacks when the execution started (JSON), and the last callback seq handed out.
     callbacks = UnicodeAttribute(null=True)
     notify_seq = NumberAttribute(null=True, attr_name="notifySeq")
-    task_token = UnicodeAttribute(null=True, attr_name="taskToken")
+    # The token of the execution workflow's Run task for the current attempt, stored by the run
+    # handoff (chalicelib/executions/handoff.py); the worker heartbeats and reports with it.
+    run_token = UnicodeAttribute(null=True, attr_name="runToken")
     stats = UnicodeAttribute(null=True)  # JSON: per-host ok/changed/failed/unreachable/skipped
     rc = NumberAttribute(null=True)
     updated_time = NumberAttribute(null=True, attr_name="updatedTime")

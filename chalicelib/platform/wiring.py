@@ -32,6 +32,7 @@ def reset() -> None:
     notifier.cache_clear()
     webhook_secrets.cache_clear()
     sender.cache_clear()
+    run_handoff.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -84,3 +85,11 @@ def sender():
     from chalicelib.callbacks.sender import Sender
 
     return Sender(get_settings(), notifier(), aws.client("sqs"), webhook_secrets())
+
+
+@lru_cache(maxsize=1)
+def run_handoff():
+    """The handoff queue's handler: the execution workflow's Run task token to the execution."""
+    from chalicelib.executions.handoff import RunHandoff
+
+    return RunHandoff(aws.client("stepfunctions"))

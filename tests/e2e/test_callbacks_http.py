@@ -106,7 +106,9 @@ def test_error_gets_the_failing_hosts_event_and_the_failure_only(service, repo, 
     _, done = run_with_callbacks(service, repo, [{"url": f"{receiver.url}/error", "level": "ERROR"}],
                                  properties={"fail_on": "web2"})
     assert done["status"] == "FAILURE"
-    bodies = receiver.wait_for("/error", final("FAILURE"))
+    # Deliveries travel in parallel: the status may arrive before the event that caused it.
+    bodies = receiver.wait_for("/error", lambda found: final("FAILURE")(found) and any(
+        body["type"] == "event" and body["event"]["event"] == "runner_on_failed" for body in found))
     kinds = [body["event"]["event"] if body["type"] == "event" else body["status"] for body in bodies]
     assert "runner_on_failed" in kinds and kinds[-1] == "FAILURE"
     assert "runner_on_ok" not in kinds

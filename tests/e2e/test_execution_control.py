@@ -39,8 +39,9 @@ LONG = """- hosts: all
 """
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 1\n"
 # The heartbeat window: a lost worker is noticed once it is over, so it bounds the lost-worker test's
-# length; a live worker beats every quarter of it, so it must be long enough for a worker on a
-# loaded 2-core machine to pick its message up and beat (10 s was too short under load).
+# length; a live worker beats every quarter of it, from the moment the run handoff gives it the
+# Run task's token, so it must cover that handoff on a loaded 2-core machine. (Waiting in the run
+# queue does not count: tests/e2e/test_queued_runs.py.)
 HEARTBEAT = 30
 CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "6", "RUNNER_KILL_WINDOW_SECONDS": "3",
                "RUNNER_HEARTBEAT_SECONDS": str(HEARTBEAT), "RUNNER_LOCAL_WORKERS": "6", "RUNNER_MAX_CONCURRENT_PER_ACCOUNT": "4"}

@@ -92,6 +92,7 @@ def test_start_answers_a_pending_execution_and_dispatches_its_workflow(client, r
     workflow_input = json.loads(sfn.describe_execution(executionArn=runs[0]["executionArn"])["input"])
     assert workflow_input["executionId"] == execution["execution_id"] and workflow_input["attempt"] == 1
     assert workflow_input["queueUrl"] == get_settings().run_queue_url and workflow_input["concurrencyLimit"] == 4
+    assert workflow_input["handoffQueueUrl"] == get_settings().handoff_queue_url != ""
     assert workflow_input["runTimeoutSeconds"] > 180 * 60
     controls = sfn.list_executions(stateMachineArn=get_settings().control_state_machine_arn)["executions"]
     assert [run["name"].rsplit("-", 1)[0] for run in controls] == [f"{execution['execution_id']}-1-ttl"]

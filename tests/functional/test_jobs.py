@@ -121,6 +121,42 @@ def test_bad_field_is_400_and_writes_nothing(client):
     assert client.get("/jobs/DEMO").body["totalSize"] == 0
 
 
+UNSAFE_FIELDS = [
+    # (what the body changes, the field the 400 names): callbacks to no public address, or
+    # another port; git addresses, refs and tags that a command line would read as options.
+    ({"callbacks": [{"url": "http://10.0.0.1/x", "level": "DEBUG"}]}, "callbacks[0].url"),
+    ({"callbacks": ["https://hooks.example.com/ok", "http://192.168.1.1/x"]}, "callbacks[1].url"),
+    ({"callbacks": ["https://100.64.0.1/x"]}, "callbacks[0].url"),
+    ({"callbacks": ["https://[fd00::1]/x"]}, "callbacks[0].url"),
+    ({"callbacks": ["https://[::ffff:10.0.0.1]/x"]}, "callbacks[0].url"),
+    ({"callbacks": ["https://[2002:0a00:0001::]/x"]}, "callbacks[0].url"),
+    ({"callbacks": ["https://169.254.169.254/latest/meta-data/"]}, "callbacks[0].url"),
+    ({"callbacks": ["https://93.184.216.34:8443/x"]}, "callbacks[0].url"),
+    ({"callbacks": ["http://127.0.0.1:8000/jobs/DEMO"]}, "callbacks[0].url"),  # local mode's own API
+    ({"repository": {"url": "-oProxyCommand=x@github.com:org/repo.git", "defaultPlaybook": "site.yml"}},
+     "repository.url"),
+    ({"repository": {"url": "ssh://-oProxyCommand=x/repo", "defaultPlaybook": "site.yml"}}, "repository.url"),
+    ({"repository": {"url": "ext::sh", "defaultPlaybook": "site.yml"}}, "repository.url"),
+    ({"repository": {"url": "https://github.com/org/repo.git", "branch": "--upload-pack=x",
+                     "defaultPlaybook": "site.yml"}}, "repository.branch"),
+    ({"playbookTags": ["deploy", "--list-hosts"]}, "playbookTags[1]"),
+]
+
+
+def test_unsafe_targets_and_option_like_values_are_400_naming_the_field(client):
+    job = create(client)
+    for change, field in UNSAFE_FIELDS:
+        answer = client.post("/jobs/DEMO", {**JOB, **change})
+        assert (answer.status, answer.body["field"], answer.body["code"]) == (400, field, "InvalidRequest"), change
+        answer = client.put(f"/jobs/DEMO/{job['id']}", {**JOB, **change})
+        assert (answer.status, answer.body["field"]) == (400, field), change
+    assert client.get("/jobs/DEMO").body["totalSize"] == 1
+    assert client.get(f"/jobs/DEMO/{job['id']}").body == job
+    # local mode takes callbacks to loopback, on any port but its own
+    callbacks = [{"url": "http://127.0.0.1:9/x", "level": "DEBUG"}, {"url": "http://localhost:31337/y", "level": "ERROR"}]
+    assert create(client, {**JOB, "callbacks": callbacks})["callbacks"] == callbacks
+
+
 def test_immediate_with_a_bad_value_is_400_and_writes_nothing(client):
     answer = client.post("/jobs/DEMO?immediate=maybe", JOB)
     assert answer.status == 400 and answer.body["field"] == "immediate"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,3 +149,70 @@ def test_the_sender_signs_only_what_the_tables_back(client, receiver):
     (_, headers, raw), = got
     assert json.loads(raw)["accountAlias"] == "OTHER" and json.loads(raw)["status"] == "RUNNING"
     assert headers["X-Runner-Signature"] == sign(client.other.get("/webhookSecret/OTHER").body["webhookSecret"], raw)
+
+
+def queued(queue_url: str) -> list[dict]:
+    messages = aws.client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def test_a_url_that_now_names_a_refused_address_is_not_sent_nor_retried(client, receiver):
+    # GIVEN stored callbacks that the job's validation would refuse today (a private address,
+    # local mode's own API port)
+    base, got = receiver
+    for seq, url in enumerate(["http://10.0.0.1/x", "http://127.0.0.1:8000/jobs/DEMO"], start=1):
+        services.sender().handle(delivery(url, seq))
+        # THEN the delivery fails at once, says why, and is neither requeued nor dead-lettered
+        record = records()[seq]
+        assert (record.state, record.tries, record.status_code) == ("FAILED", 1, None)
+        assert record.last_error.startswith("refused: ")
+    assert queued(get_settings().callback_queue_url) == [] and queued(get_settings().callback_dead_letter_queue_url) == []
+    # AND a reachable URL still is delivered
+    services.sender().handle(delivery(f"{base}/200", 3))
+    assert records()[3].state == "DELIVERED" and len(got) == 1
+
+
+def test_the_post_goes_to_the_address_checked_never_to_the_name_resolved_again(client, receiver, monkeypatch):
+    # GIVEN a name whose DNS answers a checked loopback address first, then another address
+    # (DNS rebinding), where another receiver listens on the same port
+    base, got = receiver
+    port = int(base.rsplit(":", 1)[1])
+    other: list[str] = []
+
+    class Other(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            other.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    rebound = ThreadingHTTPServer(("127.0.0.2", port), Other)
+    threading.Thread(target=rebound.serve_forever, daemon=True).start()
+    real, answers = socket.getaddrinfo, {"rebind.test": ["127.0.0.1", "127.0.0.2"], "mixed.test": ["127.0.0.1"]}
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "mixed.test":  # a loopback address with a private one
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in ("127.0.0.1", "10.0.0.1")]
+        if host in answers:
+            address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        # WHEN a delivery to that name is sent
+        services.sender().handle(delivery(f"http://rebind.test:{port}/200", 1))
+        # THEN it reached the address checked, with the URL's host in the Host header
+        (path, headers, _), = got
+        assert (path, headers["Host"], other) == ("/200", f"rebind.test:{port}", [])
+        assert records()[1].state == "DELIVERED"
+        # AND a name with one refused address among its answers gets nothing sent at all
+        services.sender().handle(delivery(f"http://mixed.test:{port}/200", 2))
+        assert records()[2].state == "FAILED" and "10.0.0.1" in records()[2].last_error
+        assert len(got) == 1 and other == []
+    finally:
+        rebound.shutdown()
+        rebound.server_close()

@@ -56,7 +56,7 @@ STACK_ID = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/6f1
 # Chalice's logical ids for its functions in the merged template (chalice package).
 CHALICE_FUNCTIONS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
                      "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
-                     "callback_sender": "CallbackSender"}
+                     "callback_sender": "CallbackSender", "run_handoff": "RunHandoff"}
 WORKER = "Worker"
 STATE_MACHINES = ("ExecutionStateMachine", "ControlStateMachine")
 
@@ -1109,6 +1109,7 @@ def test_the_analysis_sees_the_calls_it_should():
             "iam:PassRole", "cloudformation:DescribeStackResource"} <= actions("api_handler")
     assert {"states:DescribeExecution", "scheduler:GetSchedule"} <= actions("schedule_trigger")
     assert "scheduler:ListSchedules" in actions("schedule_reconciler")
+    assert {"dynamodb:UpdateItem", "dynamodb:GetItem", "states:SendTaskSuccess"} <= actions("run_handoff")
     assert "states:DescribeExecution" not in actions("api_handler")
     worker_secrets = {tuple(call.context["kms:EncryptionContextKeys"]) for call in required(WORKER)
                       if call.action == "kms:Decrypt"}

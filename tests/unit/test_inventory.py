@@ -1,5 +1,5 @@
 """The inventory and --limit a run gets (pure functions of the job and the run)."""
-from runner_lambda.reporting import Masker
+from runner_lambda.masking import Masker
 from runner_lambda.workspace import build_inventory, host_vars_for
 
 

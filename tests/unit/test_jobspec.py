@@ -76,6 +76,17 @@ def test_local_mode_also_allows_file_and_http(url):
     assert parse(body(repository__url=url), IN_LOCAL_MODE).spec["repository"]["url"] == url
 
 
+@pytest.mark.parametrize("url", [
+    "-oProxyCommand=touch%20x@github.com:org/repo.git", "git@-oProxyCommand=x:org/repo.git",
+    "git@github.com:-upload-pack=x", "ssh://-oProxyCommand=x/repo", "ssh://-oProxyCommand=x@host/repo",
+    "ssh://git@-host/repo", "https://-h.example.com/r.git", "https://github.com:99999/o/r.git",
+    "ext::sh -c touch% /tmp/x", "ext::sh", "fd::17", "https::ext::sh", "file::/srv/repo",
+])
+def test_what_git_or_ssh_would_read_as_an_option_or_another_transport_is_rejected(url):
+    for settings in (ON_AWS, IN_LOCAL_MODE):
+        assert rejected(body(repository__url=url), settings).field == "repository.url"
+
+
 def test_ftp_is_rejected_even_in_local_mode():
     assert rejected(body(repository__url="ftp://h/r.git"), IN_LOCAL_MODE).field == "repository.url"
 
@@ -107,9 +118,19 @@ def test_ref_is_a_synonym_of_branch():
     assert parse(document).spec["repository"]["branch"] == "v1.2"
 
 
-@pytest.mark.parametrize("branch", ["-upload-pack=x", "a..b", "has space", "x~1", ""])
+@pytest.mark.parametrize("branch", ["-upload-pack=x", "--output=/tmp/x", "a..b", "has space", "x~1", ""])
 def test_unsafe_branch_names_are_rejected(branch):
     assert rejected(body(repository__branch=branch)).field == "repository.branch"
+    document = body()
+    document["repository"]["ref"] = branch
+    assert rejected(document).field == "repository.ref"
+
+
+@pytest.mark.parametrize("tags, field", [(["deploy", "-x"], "playbookTags[1]"), ("a,--list-tasks", "playbookTags[1]"),
+                                         (["--skip-tags=all"], "playbookTags[0]")])
+def test_a_tag_may_not_start_with_a_dash(tags, field):
+    assert rejected(body(playbookTags=tags)).field == field
+    assert rejected(body(repository__playbookTags=tags)).field == "repository." + field
 
 
 def test_unknown_callback_level_is_rejected():
