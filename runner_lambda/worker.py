@@ -168,7 +168,7 @@ class Attempt:
             return self._ended_before_running(execution, supervisor) or execution.status
         self._notify(execution, states.RUNNING)
         sink = EventSink(message.execution_id, message.attempt, self.masker, self.deps.settings.event_retention_days,
-                         on_flush=lambda batch: self._notify_events(execution, batch))
+                         on_flush=lambda batch: self._notify_events(execution, batch), log_start=execution.log_start)
         try:
             result = run_playbook(run, sink.add, supervisor.should_cancel)
         finally:
