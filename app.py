@@ -17,7 +17,8 @@ from chalicelib.executions.handoff import Handoff
 from chalicelib.platform.config import get_settings
 from chalicelib.platform.errors import AuthorizerDenied, Unauthenticated
 from chalicelib.platform.web import (
-    bool_param, caller_name, count_aws_calls, events_params, json_response, page_params, parse_json_body, reshape_foreign_errors,
+    bool_param, caller_name, count_aws_calls, events_params, json_response, list_params, offset_param, page_params,
+    parse_json_body, reshape_foreign_errors,
 )
 from chalicelib.platform.web import api as _api
 from chalicelib.auth.tokens import bearer_token, issue_token, verify_token
@@ -102,8 +103,8 @@ def create_job(accountAlias):
 
 @route("/jobs/{accountAlias}", "GET")
 def list_jobs(accountAlias):
-    page, size = page_params(query())
-    return services.job_service().list(accountAlias, page, size)
+    page = services.job_service().list(accountAlias, list_params(query()))
+    return json_response(page.body, 200, page.headers)
 
 
 @route("/jobs/{accountAlias}/{jobId}", "GET")
@@ -141,8 +142,8 @@ def start_job(accountAlias, jobId):
 
 @route("/jobs/{accountAlias}/{jobId}/executions", "GET")
 def list_executions(accountAlias, jobId):
-    page, size = page_params(query())
-    return services.execution_service().list(accountAlias, jobId, page, size)
+    page = services.execution_service().list(accountAlias, jobId, list_params(query()))
+    return json_response(page.body, 200, page.headers)
 
 
 @route("/jobs/{accountAlias}/{jobId}/executions/{executionId}", "GET")
@@ -164,8 +165,11 @@ def execution_events(accountAlias, jobId, executionId):
 
 @route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/log", "GET")
 def execution_log(accountAlias, jobId, executionId):
-    text = services.execution_service().log(accountAlias, jobId, executionId)
-    return Response(body=text, status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+    chunk = services.execution_service().log(accountAlias, jobId, executionId, offset_param(query()))
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if chunk.next_offset is not None:
+        headers["X-Runner-Log-Next-Offset"] = str(chunk.next_offset)
+    return Response(body=chunk.text, status_code=200, headers=headers)
 
 
 @route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/stop", "POST")

@@ -12,6 +12,7 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib.executions import states
 from chalicelib.executions.tasks import end_task, token_gone
+from chalicelib.executions.logtext import attempt_header, byte_length, event_text
 from chalicelib.platform.models import Execution, ExecutionEvent, Timer
 from chalicelib.platform.storage import condition_failed
 from runner_lambda.masking import Masker
@@ -122,10 +123,17 @@ def _trim(text: str, limit: int) -> str:
 
 
 class EventSink:
-    """Buffers ansible-runner events and writes them in batches from a thread of its own."""
+    """Buffers ansible-runner events and writes them in batches from a thread of its own.
+
+    With `log_start` (the execution's `logStart` for this attempt) each event records where its
+    stdout starts in the execution's log (`logOffset`, UTF-8 bytes; see
+    chalicelib/executions/logtext.py), so that the log route can find any offset without reading
+    the events before it. Offsets are counted from the stdout as stored: masked, then trimmed.
+    """
 
     def __init__(self, execution_id: str, attempt: int, mask: Masker, retention_days: int,
-                 flush_seconds: float = 0.25, on_flush: Callable[[list[ExecutionEvent]], None] | None = None) -> None:
+                 flush_seconds: float = 0.25, on_flush: Callable[[list[ExecutionEvent]], None] | None = None,
+                 log_start: int | None = None) -> None:
         self._on_flush = on_flush
         self._execution_id = execution_id
         self._attempt = attempt
@@ -136,6 +144,8 @@ class EventSink:
         self._wake = threading.Event()
         self._closed = False
         self._flush_seconds = flush_seconds
+        # The log's byte offset after the last event added; the attempt's header comes first.
+        self._log_position = None if log_start is None else int(log_start) + byte_length(attempt_header(attempt))
         self._thread = threading.Thread(target=self._loop, name="event-sink", daemon=True)
         self._thread.start()
         self.count = 0
@@ -146,6 +156,9 @@ class EventSink:
             return
         item = self.build(event)
         with self._lock:
+            if self._log_position is not None:
+                item.log_offset = self._log_position
+                self._log_position += byte_length(event_text(item.stdout))
             self._buffer.append(item)
             self.count += 1
         if len(self._buffer) >= 25:

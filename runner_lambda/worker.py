@@ -233,7 +233,7 @@ class Attempt:
         supervisor.run_task.learn(execution.run_token)  # the row as our write left it
         self._notify(execution, states.RUNNING)
         sink = EventSink(message.execution_id, message.attempt, self.masker, self.deps.settings.event_retention_days,
-                         on_flush=lambda batch: self._notify_events(execution, batch))
+                         on_flush=lambda batch: self._notify_events(execution, batch), log_start=execution.log_start)
         try:
             result = run_playbook(run, sink.add, supervisor.should_cancel)
         finally:

@@ -1,32 +1,42 @@
 """Executions: start a job, read executions and their events, restart the unsuccessful ones."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
 
 from chalicelib.platform import models
 from chalicelib.executions import states
+from chalicelib.executions.logtext import (
+    Chunk, Segment, byte_length, cut, event_segments, event_text, outcome_line, running_segments,
+)
 from chalicelib.callbacks.notices import Notifier
 from chalicelib.platform.config import Settings
 from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.jobs.service import JobService, now_ms
-from chalicelib.jobs.spec import validate_host_id
+from chalicelib.jobs.spec import MAX_HOSTS, validate_host_id
 from chalicelib.jobs.ssh_keys import decode_private_key
-from chalicelib.platform.models import Account, Execution, ExecutionEvent
+from chalicelib.platform.models import Account, Execution, ExecutionEvent, JobExecutionCount
+from chalicelib.platform.paging import MAX_RESPONSE_BYTES, Page, PageRequest, json_wire_size, wire_size
 from chalicelib.platform.sealing import Opener, Sealer
-from chalicelib.platform.storage import condition_failed
+from chalicelib.platform.storage import condition_failed, conflicted, failed_conditions, newest_first_page
 
 logger = logging.getLogger("runner.executions")
 
 DEFAULT_TTL_MINUTES = 180
 MAX_EVENTS_PAGE = 1000
+START_TRIES = 4  # a start's transaction may lose a race with another start of the same job
+FIRST_LOG_PAGE = 16  # events read first for a log chunk; later reads are sized from these
+HEADER_ALLOWANCE = 32  # an attempt's header line, counted on every event: never too few read
 RUN_KEY_DEFAULT = "sshPrivateKey"
 
 
@@ -54,6 +64,9 @@ def parse_run_request(body: Any) -> RunRequest:
     if hosts is not None:
         if not isinstance(hosts, list):
             raise InvalidRequest("hosts", "must be an array of host objects")
+        if len(hosts) > MAX_HOSTS:
+            raise InvalidRequest("hosts", f"must hold at most {MAX_HOSTS} hosts")
+        seen: set[str] = set()
         for index, host in enumerate(hosts):
             where = f"hosts[{index}]"
             if isinstance(host, str):
@@ -61,8 +74,9 @@ def parse_run_request(body: Any) -> RunRequest:
             if not isinstance(host, dict):
                 raise InvalidRequest(where, "must be an object with an id")
             host_id = validate_host_id(host.get("id"), f"{where}.id")
-            if host_id in request.hosts:
+            if host_id in seen:
                 raise InvalidRequest(f"{where}.id", f"duplicate host id {host_id!r}")
+            seen.add(host_id)
             request.hosts.append(host_id)
             if host.get("sshPrivateKey") is not None:
                 request.keys[run_key_path(host_id)] = decode_private_key(f"{where}.sshPrivateKey",
@@ -70,6 +84,27 @@ def parse_run_request(body: Any) -> RunRequest:
     if body.get("sshPrivateKey") is not None:
         request.keys[RUN_KEY_DEFAULT] = decode_private_key("sshPrivateKey", body["sshPrivateKey"])
     return request
+
+
+def _events_for_chunk(execution_id: str, low: int, high: int) -> Iterator[ExecutionEvent]:
+    """Events `low`..`high` in seq order, each read asking for about as many events as a chunk
+    still has room for (judged from the sizes seen so far): a chunk reads the events it holds,
+    and not many more."""
+    query = ExecutionEvent.query(execution_id, ExecutionEvent.seq.between(low, high), page_size=FIRST_LOG_PAGE,
+                                 consistent_read=True)
+    spent = count = 0
+    for event in query:
+        count += 1
+        spent += wire_size(event_text(event.stdout)) + HEADER_ALLOWANCE
+        room = MAX_RESPONSE_BYTES - spent
+        query.page_iter.page_size = max(1, min(MAX_EVENTS_PAGE, room // max(1, spent // count) + 1))  # the next read
+        yield event
+
+
+def _check_offset(offset: int, total: int) -> None:
+    """An offset at the end answers an empty chunk; past it, a 400."""
+    if offset > total:
+        raise InvalidRequest("offset", f"is beyond the end of the log ({total} bytes now)")
 
 
 def render_execution(execution: Execution) -> dict:
@@ -146,42 +181,110 @@ class ExecutionService:
         """One execution."""
         return render_execution(self._load(account, job_id, execution_id))
 
-    def list(self, account: str, job_id: str, page: int, size: int) -> dict:
-        """A page of a job's executions, newest first, with the exact total."""
-        self._jobs.load(account, job_id)  # 404 for a job of another account or none
-        skip = page * size
-        query = Execution.by_created_time.query(job_id, scan_index_forward=False)
-        total, results = 0, []
-        for execution in query:
-            if skip <= total < skip + size:
-                results.append(render_execution(execution))
-            total += 1
-        return {"totalSize": total, "page": page, "size": len(results), "results": results}
+    def list(self, account: str, job_id: str, request: PageRequest) -> Page:
+        """A page of a job's executions, newest first, with the exact total (the job's count)."""
+        job = self._jobs.load(account, job_id)  # 404 for a job of another account or none
+        total = self._jobs.execution_count(job)
+        executions, cursor = newest_first_page(
+            Execution.by_created_time, job_id, ("jobId", "executionId"), request, total,
+            lambda execution: (execution.execution_id, int(execution.created_time)))
+        results = [render_execution(execution) for execution in executions]
+        return Page({"totalSize": total, "page": request.page, "size": len(results), "results": results}, cursor)
 
     def events(self, account: str, job_id: str, execution_id: str, after: int, size: int) -> dict:
-        """The execution's events with seq > after, in order."""
+        """The execution's events with seq > after, in order: at most `size`, and fewer when the
+        next one would take the answer past MAX_RESPONSE_BYTES (`next` then says where to go on)."""
         self._load(account, job_id, execution_id)
         query = ExecutionEvent.query(execution_id, ExecutionEvent.seq > after, limit=size,
                                      page_size=min(size, MAX_EVENTS_PAGE), consistent_read=True)
-        results = [render_event(event) for event in query]
-        more = len(results) == size
+        # The envelope, with the widest `next` it can carry; each event adds itself and a comma.
+        spent = json_wire_size({"execution_id": execution_id, "after": after, "size": size, "next": 2**53,
+                                "results": []})
+        results: list[dict] = []
+        cut_short = False
+        for event in query:
+            rendered = render_event(event)
+            cost = json_wire_size(rendered) + 1
+            if results and spent + cost > MAX_RESPONSE_BYTES:
+                cut_short = True  # a stored event (at most 400 KB) always fits in an empty page
+                break
+            results.append(rendered)
+            spent += cost
+        more = len(results) == size or cut_short
         return {"execution_id": execution_id, "after": after, "size": len(results),
                 "next": results[-1]["seq"] if results and more else None, "results": results}
 
-    def log(self, account: str, job_id: str, execution_id: str) -> str:
-        """The plain-text output of every attempt, in order, ending with the outcome."""
+    def log(self, account: str, job_id: str, execution_id: str, offset: int = 0) -> Chunk:
+        """The plain-text output of every attempt, in order, ending with the outcome: from byte
+        `offset` on, at most MAX_RESPONSE_BYTES of it (the chunk says where the next one starts).
+
+        Reads the events the chunk holds, and finds the first of them with a few one-item queries
+        on the offsets the worker stored (chalicelib/executions/logtext.py).
+        """
         execution = self._load(account, job_id, execution_id)
-        lines: list[str] = []
-        attempt = None
-        for event in ExecutionEvent.query(execution_id, consistent_read=True):
-            if event.attempt != attempt:
-                attempt = event.attempt
-                lines.append(f"===== attempt {int(attempt)} =====")
-            if event.stdout:
-                lines.append(event.stdout)
-        outcome = f"===== {execution.status} (attempt {int(execution.attempt)})"
-        lines.append(outcome + (f": {execution.status_reason} =====" if execution.status_reason else " ====="))
-        return "\n".join(lines) + "\n"
+        outcome = outcome_line(execution.status, int(execution.attempt), execution.status_reason)
+        last = self._edge_event(execution_id, newest=True)
+        if last is not None and last.log_offset is None:
+            return self._log_without_offsets(execution_id, outcome, offset)
+        end = 0 if last is None else int(last.log_offset) + byte_length(event_text(last.stdout))
+        _check_offset(offset, end + byte_length(outcome))
+        tail = [Segment(end, outcome)]
+        if offset >= end:
+            return cut(tail, offset, MAX_RESPONSE_BYTES)
+        first = self._event_at(execution_id, offset, last)
+        # Events written after `last` was read belong to the next chunk: they would come after the outcome.
+        events = _events_for_chunk(execution_id, int(first.seq), int(last.seq))
+        # The header of an attempt lies before its first event's offset: answer it only when asked.
+        previous = first.attempt if first.log_offset is not None and int(first.log_offset) <= offset else None
+        return cut(itertools.chain(event_segments(events, previous), tail), offset, MAX_RESPONSE_BYTES)
+
+    @staticmethod
+    def _edge_event(execution_id: str, newest: bool, seq_at_most: int | None = None) -> ExecutionEvent | None:
+        """The first or last event (the last at or before `seq_at_most`), in one one-item query."""
+        condition = None if seq_at_most is None else ExecutionEvent.seq <= seq_at_most
+        for event in ExecutionEvent.query(execution_id, condition, scan_index_forward=not newest, limit=1,
+                                          consistent_read=True):
+            return event
+        return None
+
+    def _event_at(self, execution_id: str, offset: int, last: ExecutionEvent) -> ExecutionEvent:
+        """The last event whose stdout starts at or before `offset` (else the first event).
+
+        A bisection over seq: stored offsets grow with seq, and each step is a one-item query,
+        so finding it costs about log2(seq range) small reads whatever the offset.
+        """
+        if int(last.log_offset) <= offset:
+            return last
+        first = self._edge_event(execution_id, newest=False)
+        if first.log_offset is None or int(first.log_offset) > offset:
+            return first
+        best, low, high = first, int(first.seq), int(last.seq)
+        while high - low > 1:
+            middle = (low + high) // 2
+            event = self._edge_event(execution_id, newest=True, seq_at_most=middle)
+            if event.log_offset is not None and int(event.log_offset) <= offset:
+                best, low = event, middle
+            else:
+                high = int(event.seq)
+        return best
+
+    @staticmethod
+    def _log_without_offsets(execution_id: str, outcome: str, offset: int) -> Chunk:
+        """The log of an execution whose events carry no offsets (written before they were kept):
+        positions are counted from the first event, so every event before the chunk is read."""
+        end = [0]
+
+        def segments():
+            for segment in running_segments(ExecutionEvent.query(execution_id, consistent_read=True)):
+                end[0] = segment.start + byte_length(segment.text)
+                yield segment
+            yield Segment(end[0], outcome)
+            end[0] += byte_length(outcome)
+
+        chunk = cut(segments(), offset, MAX_RESPONSE_BYTES)
+        if chunk.next_offset is None:
+            _check_offset(offset, end[0])
+        return chunk
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -222,18 +325,36 @@ class ExecutionService:
             job_id, execution_id, account_alias=account, created_time=now, status=states.PENDING,
             attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
             scheduled_time=scheduled_time, callbacks=json.dumps(spec["callbacks"]) if spec.get("callbacks") else None,
-            sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now)
-        try:
-            execution.save(condition=Execution.execution_id.does_not_exist())
-        except PutError as exc:
-            if not condition_failed(exc):
-                raise
-            if chosen:
-                raise DuplicateExecution(f"execution {execution_id} exists already") from exc
-            raise Conflict("execution id collision; retry") from exc
+            sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now,
+            log_start=0)
+        self._jobs.execution_count(job)  # a job stored before counts were kept is counted first
+        self._put_counted(execution, account, chosen)
         self._notify(execution, states.PENDING)
         self._dispatch(execution, spec.get("executionTtl"))
         return render_execution(execution)
+
+    @staticmethod
+    def _put_counted(execution: Execution, account: str, chosen: bool) -> None:
+        """Store a new execution and count it in its job's item, in one transaction."""
+        for attempt in range(START_TRIES):
+            try:
+                with TransactWrite(connection=models.connection()) as transaction:
+                    transaction.save(execution, condition=Execution.execution_id.does_not_exist())
+                    transaction.update(JobExecutionCount(account, execution.job_id),
+                                       actions=[JobExecutionCount.execution_count.add(1)],
+                                       condition=JobExecutionCount.execution_count.exists())
+                return
+            except TransactWriteError as exc:
+                failed = failed_conditions(exc)
+                if 0 in failed:
+                    if chosen:
+                        raise DuplicateExecution(f"execution {execution.execution_id} exists already") from exc
+                    raise Conflict("execution id collision; retry") from exc
+                if 1 in failed:  # the count exists on every job item: no job item any more
+                    raise NotFound(f"job {execution.job_id} not found in account {account}") from exc
+                if not conflicted(exc) or attempt == START_TRIES - 1:
+                    raise
+                time.sleep(0.01 * 2 ** attempt)  # another start of the job was writing its count
 
     def restart(self, account: str, job_id: str, execution_id: str, body: Any) -> dict:
         """Run an ended, unsuccessful execution again on its failed hosts (or the body's)."""
@@ -248,6 +369,8 @@ class ExecutionService:
                    Execution.target_hosts.set(hosts), Execution.failed_hosts.set([]),
                    Execution.status_reason.remove(), Execution.run_token.remove(),
                    Execution.updated_time.set(now_ms())]
+        log_start = self._log_end(execution_id)
+        actions.append(Execution.log_start.set(log_start) if log_start is not None else Execution.log_start.remove())
         if request.keys:
             actions.append(Execution.sealed_keys.set(self._seal_keys(account, job_id, execution_id, request.keys)))
         try:
@@ -260,6 +383,16 @@ class ExecutionService:
         self._notify(execution, states.PENDING)
         self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
         return render_execution(execution)
+
+    def _log_end(self, execution_id: str) -> int | None:
+        """Where the log's events end now, in bytes (where a new attempt's text starts); None when
+        the events carry no offsets."""
+        last = self._edge_event(execution_id, newest=True)
+        if last is None:
+            return 0
+        if last.log_offset is None:
+            return None
+        return int(last.log_offset) + byte_length(event_text(last.stdout))
 
     def _concurrency_limit(self, account: str) -> int:
         try:

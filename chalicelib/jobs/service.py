@@ -13,9 +13,10 @@ from chalicelib.platform import models
 from chalicelib.platform.config import RepositoryRules, WebhookRules
 from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.jobs.spec import JobInput, parse_job, render_secret_masks
-from chalicelib.platform.models import Account, Job
+from chalicelib.platform.models import Account, Execution, Job, JobExecutionCount
+from chalicelib.platform.paging import Page, PageRequest
 from chalicelib.platform.sealing import MASK, Opener, Sealer
-from chalicelib.platform.storage import condition_failed, failed_conditions
+from chalicelib.platform.storage import condition_failed, failed_conditions, newest_first_page
 
 
 def now_ms() -> int:
@@ -87,7 +88,7 @@ class JobService:
         models.bind()
         job_id = str(uuid.uuid4())
         now = now_ms()
-        job = Job(account, job_id, created_time=now, last_updated_time=now,
+        job = Job(account, job_id, created_time=now, last_updated_time=now, execution_count=0,
                   spec=json.dumps(job_input.spec), sealed=self._seal(account, job_id, job_input, {}))
         try:
             with TransactWrite(connection=models.connection()) as transaction:
@@ -157,30 +158,35 @@ class JobService:
                 raise NotFound(f"job {job_id} not found in account {account}") from exc
             raise
 
-    def list(self, account: str, page: int, size: int) -> dict:
-        """A page of the account's jobs, newest first, with the exact total."""
+    def list(self, account: str, request: PageRequest) -> Page:
+        """A page of the account's jobs, newest first, with the exact total (the account's count)."""
         models.bind()
         try:
             total = int(Account.get(account, attributes_to_get=["jobCount"]).job_count or 0)
         except DoesNotExist:
             total = 0
-        results: list[dict] = []
-        skip = page * size
-        if skip < total:
-            start_key = None
-            if skip:
-                keys = Job.by_created_time.query(
-                    account, scan_index_forward=False, limit=skip, page_size=min(skip, 1000),
-                    attributes_to_get=["accountAlias", "jobId", "createdTime"])
-                for _ in keys:
-                    pass
-                start_key = keys.last_evaluated_key
-            if not skip or start_key:
-                query = Job.by_created_time.query(
-                    account, scan_index_forward=False, limit=size, page_size=size,
-                    last_evaluated_key=start_key)
-                results = [render_job(job) for job in query]
-        return {"totalSize": total, "page": page, "size": len(results), "results": results}
+        jobs, cursor = newest_first_page(Job.by_created_time, account, ("accountAlias", "jobId"), request, total,
+                                         lambda job: (job.job_id, int(job.created_time)))
+        results = [render_job(job) for job in jobs]
+        return Page({"totalSize": total, "page": request.page, "size": len(results), "results": results}, cursor)
+
+    def execution_count(self, job: Job) -> int:
+        """How many executions the job has: its kept count, or (a job stored before counts were
+        kept) its executions counted once, then kept."""
+        if job.execution_count is not None:
+            return int(job.execution_count)
+        # No start can add an execution meanwhile: its transaction needs the count to exist.
+        counted = Execution.by_created_time.count(job.job_id, consistent_read=True)
+        try:
+            JobExecutionCount(job.account_alias, job.job_id).update(
+                actions=[JobExecutionCount.execution_count.set(counted)],
+                condition=JobExecutionCount.job_id.exists() & JobExecutionCount.execution_count.does_not_exist())
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            return int(self.load(job.account_alias, job.job_id).execution_count or 0)  # counted by another request
+        job.execution_count = counted
+        return counted
 
     def open_secrets(self, account: str, job_id: str) -> dict[str, str]:
         """The job's secrets in clear, for the worker only (never for an API answer)."""

@@ -95,7 +95,23 @@ class Job(Model):
     spec = UnicodeAttribute()
     sealed = UnicodeAttribute(null=True)
     version = VersionAttribute()
+    # How many executions the job has: kept by JobExecutionCount in each start's transaction.
+    # None on a job stored before it was kept (counted once, then kept).
+    execution_count = NumberAttribute(null=True, attr_name="executionCount")
     by_created_time = JobsByCreatedTime()
+
+
+class JobExecutionCount(Model):
+    """The Jobs table seen for its execution counts only: a start counts itself in the job's item
+    without the job's version moving (a start does not change the job's definition)."""
+
+    class Meta:
+        table_name = "runner-jobs"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    job_id = UnicodeAttribute(range_key=True, attr_name="jobId")
+    execution_count = NumberAttribute(null=True, attr_name="executionCount")
+    by_created_time = JobsByCreatedTime()  # the table's index, declared as on Job (not queried through here)
 
 
 class Timer(MapAttribute):
@@ -147,6 +163,9 @@ class Execution(Model):
     stats = UnicodeAttribute(null=True)  # JSON: per-host ok/changed/failed/unreachable/skipped
     rc = NumberAttribute(null=True)
     updated_time = NumberAttribute(null=True, attr_name="updatedTime")
+    # Where the current attempt's text starts in the execution's log (bytes), for the worker's
+    # event offsets; None when earlier events carry no offsets (written before they existed).
+    log_start = NumberAttribute(null=True, attr_name="logStart")
     by_created_time = ExecutionsByCreatedTime()
 
 
@@ -166,6 +185,9 @@ class ExecutionEvent(Model):
     created = UnicodeAttribute(null=True)
     data = UnicodeAttribute(null=True)  # JSON: the event's data, trimmed and masked
     expires_at = NumberAttribute(null=True, attr_name="expiresAt")
+    # Where the event's stdout starts in the execution's log text, in UTF-8 bytes (see
+    # chalicelib/executions/logtext.py); None for events written before offsets were kept.
+    log_offset = NumberAttribute(null=True, attr_name="logOffset")
 
 
 class ServiceAccount(Model):
@@ -234,7 +256,7 @@ class Delivery(Model):
 
 
 # Model class -> logical id of its table in infra/template.yaml.
-MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable",
+MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable", JobExecutionCount: "JobsTable",
           Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
           Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable"}
 

@@ -10,6 +10,7 @@ from chalice import Response
 
 from chalicelib.auth import roles
 from chalicelib.platform.errors import Forbidden, InvalidRequest, PayloadTooLarge, RunnerError, Unauthenticated
+from chalicelib.platform.paging import PageRequest, page_request
 
 logger = logging.getLogger("runner.http")
 
@@ -17,6 +18,7 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_PAGE = 1_000_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100
+MAX_LOG_OFFSET = 2**53
 
 # Chalice's and API Gateway's own error codes -> ours.
 _FOREIGN_CODES = {
@@ -71,7 +73,7 @@ def parse_json_body(raw: bytes | None, required: bool = True) -> Any:
         raise InvalidRequest("body", f"malformed JSON: {exc}") from None
 
 
-def _int_param(params: dict, name: str, default: int, low: int, high: int) -> int:
+def _int_param(params: dict, name: str, default: Any, low: int, high: int) -> Any:
     raw = params.get(name)
     if raw is None:
         return default
@@ -89,6 +91,17 @@ def page_params(params: dict | None) -> tuple[int, int]:
     params = params or {}
     return (_int_param(params, "page", 0, 0, MAX_PAGE),
             _int_param(params, "size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE))
+
+
+def list_params(params: dict | None) -> PageRequest:
+    """`page`, `size` and `cursor` of a list request (a cursor carries its own page and size)."""
+    params = params or {}
+    request = page_request(_int_param(params, "page", None, 0, MAX_PAGE),
+                           _int_param(params, "size", None, 1, MAX_PAGE_SIZE),
+                           params.get("cursor"), DEFAULT_PAGE_SIZE)
+    if not (0 <= request.page <= MAX_PAGE and 1 <= request.size <= MAX_PAGE_SIZE):
+        raise InvalidRequest("cursor", "is not a cursor this service answered (X-Runner-Next-Cursor)")
+    return request
 
 
 def bool_param(params: dict | None, name: str, default: bool = False) -> bool:
@@ -109,6 +122,11 @@ def events_params(params: dict | None) -> tuple[int, int]:
     params = params or {}
     return (_int_param(params, "after", -1, -1, 2**53),
             _int_param(params, "size", DEFAULT_PAGE_SIZE, 1, 1000))
+
+
+def offset_param(params: dict | None) -> int:
+    """`offset` of a log request: a byte offset into the log's UTF-8 text, 0 by default."""
+    return _int_param(params or {}, "offset", 0, 0, MAX_LOG_OFFSET)
 
 
 def caller_name(request: Any) -> str | None:

@@ -12,6 +12,7 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import validate as validate_spec
 
 import app
+from chalicelib.platform import paging
 from chalicelib.platform import web as http
 from chalicelib.jobs import spec as jobspec
 from chalicelib.platform import wiring as services
@@ -117,6 +118,7 @@ def test_the_documented_limits_are_those_the_code_enforces(spec):
     job_input = schemas["JobInput"]["properties"]
     assert job_input["executionTtl"]["maximum"] == jobspec.MAX_TTL_MINUTES
     assert job_input["hosts"]["maxItems"] == jobspec.MAX_HOSTS
+    assert schemas["RunRequest"]["properties"]["hosts"]["maxItems"] == jobspec.MAX_HOSTS
     assert job_input["callbacks"]["maxItems"] == jobspec.MAX_CALLBACKS
     assert job_input["description"]["maxLength"] == jobspec.MAX_TEXT
     assert schemas["RepositoryInput"]["properties"]["branch"]["default"] == jobspec.DEFAULT_BRANCH
@@ -124,6 +126,11 @@ def test_the_documented_limits_are_those_the_code_enforces(spec):
     assert tuple(callback["enum"]) == jobspec.CALLBACK_LEVELS
     assert schemas["Masked"]["const"] == MASK
     assert str(http.MAX_BODY_BYTES) in spec["components"]["responses"]["PayloadTooLarge"]["description"]
+    assert parameters["offset"]["schema"]["maximum"] == http.MAX_LOG_OFFSET
+    assert parameters["cursor"]["schema"]["maxLength"] == paging.MAX_CURSOR_CHARS
+    for path in ("/jobs/{accountAlias}/{jobId}/executions/{executionId}/events",
+                 "/jobs/{accountAlias}/{jobId}/executions/{executionId}/log"):
+        assert str(paging.MAX_RESPONSE_BYTES) in spec["paths"][path]["get"]["description"]
 
 
 def full_job_body() -> dict:

@@ -105,13 +105,17 @@ def test_the_worker_mapping_reports_partial_failures_and_bounds_concurrency(dist
     assert all(m.get("FunctionResponseTypes") == ["ReportBatchItemFailures"] for m in mappings)
 
 
-def test_no_concurrency_is_reserved_unless_asked(packaged):
-    reserved = packaged["Resources"]["Worker"]["Properties"]["ReservedConcurrentExecutions"]
+@pytest.mark.parametrize("function, parameter", [("Worker", "WorkerReservedConcurrency"),
+                                                 ("RunHandoff", "HandoffReservedConcurrency")])
+def test_no_concurrency_is_reserved_unless_asked(packaged, function, parameter):
+    reserved = packaged["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]
     condition, _, otherwise = reserved["Fn::If"]
     assert otherwise == {"Ref": "AWS::NoValue"}
-    assert packaged["Parameters"]["WorkerReservedConcurrency"]["Default"] == ""
-    assert packaged["Conditions"][condition] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "WorkerReservedConcurrency"}, ""]}]}
+    assert packaged["Parameters"][parameter]["Default"] == ""
+    assert packaged["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+    unconditional = [name for name, value in resources_of(packaged, "AWS::Serverless::Function").items()
+                     if isinstance(value["Properties"].get("ReservedConcurrentExecutions"), int)]
+    assert not unconditional, f"{unconditional} reserve concurrency on every account"
 
 
 def test_every_function_has_at_least_256_mb(packaged):
