@@ -56,7 +56,7 @@ def query():
 def token_authorizer(auth_request):
     """Accept a valid bearer token; the routes check that its account owns the path."""
     try:
-        principal = verify_token(services.signing_key().get(), bearer_token(auth_request.token))
+        principal = verify_token(services.verifying_key().get(), bearer_token(auth_request.token))
     except Unauthenticated as denied:
         raise AuthorizerDenied(denied.message) from None
     return AuthResponse(routes=["*"], principal_id=principal.username,

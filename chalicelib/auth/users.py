@@ -56,10 +56,16 @@ def authenticate(username: str, password: str) -> Principal:
     return Principal(user.username, user.account_alias, tuple(user.roles or DEFAULT_ROLES))
 
 
-def ensure_account(alias: str) -> bool:
-    """Create the account if it does not exist; True when it was created."""
+def check_alias(alias: str) -> None:
+    """InvalidRequest unless `alias` is a well-formed account alias (the accounts table holds other
+    items too, such as the token signing key's, under keys no alias matches)."""
     if not ACCOUNT_ALIAS.match(alias):
         raise InvalidRequest("accountAlias", "must be 1-32 letters, digits, '-' or '_', starting with a letter or digit")
+
+
+def ensure_account(alias: str) -> bool:
+    """Create the account if it does not exist; True when it was created."""
+    check_alias(alias)
     models.bind()
     try:
         Account(alias, job_count=0, created_time=int(time.time() * 1000)).save(
@@ -78,6 +84,7 @@ def create_user(username: str, password: str, account_alias: str,
         raise InvalidRequest("username", "must be 1-128 letters, digits or ._@+-")
     if len(password) < 8:
         raise InvalidRequest("password", "must be at least 8 characters")
+    check_alias(account_alias)
     models.bind()
     try:
         Account.get(account_alias)
@@ -106,6 +113,7 @@ def set_concurrency(account_alias: str, limit: int) -> None:
     """How many executions of the account may run at once."""
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit", "must be from 1 to 1000")
+    check_alias(account_alias)
     models.bind()
     try:
         Account(account_alias).update(actions=[Account.max_concurrent.set(limit)],
