@@ -62,7 +62,7 @@ def token_authorizer(auth_request):
     """Accept a valid bearer token whose user still stands as it did when it was issued; the
     routes check that its account owns the path and that its role suffices."""
     try:
-        claimed = verify_token(services.signing_key().get(), bearer_token(auth_request.token))
+        claimed = verify_token(services.verifying_key().get(), bearer_token(auth_request.token))
         principal = users.current_principal(claimed)
     except Unauthenticated as denied:
         raise AuthorizerDenied(denied.message) from None

@@ -10,7 +10,7 @@ Targets: at most $1.50 per 1,000 executions of a 30-second playbook, at most $2 
 
 What is priced, and where each count comes from:
 - Settings, from infra/template.yaml (chalicelib.platform.template): the Worker's MemorySize and
-  EphemeralStorage, the heartbeat window, the KMS keys (and their rotation), the secrets, the
+  EphemeralStorage, the heartbeat window, the KMS keys (and their rotation), the
   tables with point-in-time recovery, the SQS event sources. The Chalice functions' memory is not
   in that file until packaging: it is taken from .chalice/config.json (`lambda_memory_size`, the
   function's, else the stage's, else the top level's), else Chalice's default 256 MB; the
@@ -45,7 +45,7 @@ What is priced, and where each count comes from:
   execution for each function on its path (executions spread over a month find no warm
   environment: an upper bound, printed apart from the warm total). A cold start is what a fresh
   interpreter takes here to `import app` and bind the models (a Chalice function's INIT and the
-  setup of its first invocation; the token authorizer binds none), or to `import
+  setup of its first invocation; the token authorizer binds only the signing key's), or to `import
   runner_lambda.handler` and build the worker's
   clients; billed as its CPU time stretched by the CPU share Lambda gives that memory (1,769 MB =
   1 vCPU; no INIT boost assumed). The worker's duration is
@@ -55,8 +55,9 @@ What is priced, and where each count comes from:
   supervisor's reads every 0.5 s, the client's polls) are shifted to what 30 s would make.
 
 Idle per month: the KMS key (+$1/month for each of its first two yearly rotations when rotation
-is on), the secret, the schedule_reconciler's hourly invocations, the long polling of each SQS
-event source mapping (Lambda's 5 pollers, 20-s receives, billed as SQS requests), point-in-time
+is on; it also seals the token signing key, kept in the accounts table: no secret to pay for),
+the schedule_reconciler's hourly invocations, the long polling of each SQS event source mapping
+(Lambda's 5 pollers, 20-s receives, billed as SQS requests), point-in-time
 recovery and storage of empty tables ($0: both bill per GB), the worker's image in ECR (an
 assumed size: no image is built here). Free tiers are left out: these are list prices.
 
@@ -111,7 +112,6 @@ SFN = "https://aws.amazon.com/step-functions/pricing/"
 SQS = "https://aws.amazon.com/sqs/pricing/"
 DDB = "https://aws.amazon.com/dynamodb/pricing/on-demand/"
 KMS = "https://aws.amazon.com/kms/pricing/"
-SM = "https://aws.amazon.com/secrets-manager/pricing/"
 CW = "https://aws.amazon.com/cloudwatch/pricing/"
 EB = "https://aws.amazon.com/eventbridge/pricing/"
 ECR = "https://aws.amazon.com/ecr/pricing/"
@@ -133,8 +133,6 @@ PRICES: dict[str, Price] = {
     "kms_key_month": Price(1.00, "customer managed key-month", KMS),
     "kms_rotation_month": Price(1.00, "key-month per rotation (first two only)", KMS),
     "kms_request": Price(0.03 / 10000, "request", KMS),
-    "secret_month": Price(0.40, "secret-month", SM),
-    "secret_api_call": Price(0.05 / 10000, "API call", SM),
     "logs_ingest_gb": Price(0.50, "GB of logs ingested", CW),
     "scheduler_invocation": Price(1.00 / 1e6, "Scheduler invocation (after 14 M free a month)", EB),
     "ecr_gb_month": Price(0.10, "GB-month of image storage", ECR),
@@ -196,7 +194,6 @@ class Settings:
     heartbeat_s: float
     kms_keys: int
     kms_rotating: int
-    secrets: int
     pitr_tables: list[str]
     tables: list[str]
     sqs_event_sources: list[str]
@@ -257,7 +254,6 @@ def read_settings(stage: str) -> Settings:
         memory=memory, worker_tmp_mb=int((worker.get("EphemeralStorage") or {}).get("Size", 512)),
         heartbeat_s=float(heartbeat), kms_keys=len(keys),
         kms_rotating=sum(1 for key in keys.values() if key.get("EnableKeyRotation")),
-        secrets=len(resources(template, "AWS::SecretsManager::Secret")),
         pitr_tables=sorted(name for name, properties in tables.items() if (
             properties.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")),
         tables=sorted(tables), sqs_event_sources=event_sources, schedules_per_month=schedules)
@@ -516,7 +512,8 @@ def cold_start(code: str, env: dict[str, str]) -> ColdStart:
 # PynamoDB client per model; the worker's other clients). The worker's wall time is the median of
 # the measured invocations, which one local worker serves in turn: its first is cold, the others warm.
 CHALICE_COLD = "import app; from chalicelib.platform import models; models.bind()"
-AUTHORIZER_COLD = "import app"  # the token check reads the signing key only: no model bound
+# The token check reads the signing key only: it binds that one item's model, not every table's.
+AUTHORIZER_COLD = "import app; from chalicelib.platform import models; models.bind_one(models.SigningKeyItem)"
 WORKER_COLD = ("import runner_lambda.handler as handler; from chalicelib.platform import models; "
                "handler.dependencies(); models.bind()")
 
@@ -757,7 +754,6 @@ def per_execution_counts(measured: dict, settings: Settings, args: argparse.Name
         "event_bytes": mean(sum(record.event_bytes) for record in records),
         "sqs_requests": sqs_calls + sfn_sqs + 2 * esm_messages,
         "kms_requests": sum(count for call, count in all_calls.items() if call.startswith("kms.")),
-        "secret_calls": sum(count for call, count in all_calls.items() if call.startswith("secretsmanager.")),
         "storage_bytes": storage_bytes,
         "deliveries": measured["deliveries"] / n,
     }
@@ -823,10 +819,10 @@ def execution_lines(counts: dict, settings: Settings, init: dict[str, ColdStart]
              "sqs_request"),
         Line("DynamoDB writes", k * counts["wru"], "WRU", "ddb_wru"),
         Line("DynamoDB reads", k * counts["rru"], "RRU", "ddb_rru"),
-        Line("KMS requests (+1 webhook-secret Decrypt per cold callback_sender)", k * (counts["kms_requests"] + 1),
-             "requests", "kms_request"),
-        Line("Secrets Manager GetSecretValue (signing key, per cold api_handler and token_authorizer)",
-             k * (counts["secret_calls"] + 2), "calls", "secret_api_call"),
+        Line("KMS requests (+1 webhook-secret Decrypt per cold callback_sender, +1 signing-key Decrypt per "
+             "cold api_handler and token_authorizer)", k * (counts["kms_requests"] + 3), "requests", "kms_request"),
+        Line("DynamoDB reads of the signing key's item (a consistent GetItem per cold api_handler and "
+             "token_authorizer)", k * 2, "RRU", "ddb_rru"),
         Line("CloudWatch Logs ingestion", k * (1 + counts["api_requests"] + AUTHORIZER_CALLS_PER_EXECUTION
                                                + counts["sender_messages"]) * LOG_BYTES_PER_INVOCATION / 1e9,
              "GB", "logs_ingest_gb"),
@@ -848,7 +844,6 @@ def idle_lines(settings: Settings, init: dict[str, ColdStart], rotations: int) -
         Line(f"KMS keys ({settings.kms_keys})", settings.kms_keys, "key-months", "kms_key_month"),
         Line(f"KMS key rotations ({settings.kms_rotating} keys rotating; {rotations} rotation(s) done)",
              settings.kms_rotating * min(rotations, 2), "key-months", "kms_rotation_month"),
-        Line(f"Secrets Manager secrets ({settings.secrets})", settings.secrets, "secret-months", "secret_month"),
         Line(f"SQS long polling by {len(settings.sqs_event_sources)} event source mappings "
              f"({ESM_POLLERS} pollers x {ESM_RECEIVES_PER_POLLER_MINUTE}/min each)", polls, "requests", "sqs_request"),
         Line(f"schedule_reconciler invocations ({reconciles:.0f}/month)", reconciles, "requests", "lambda_request"),

@@ -199,7 +199,7 @@ def child_api(stages: Stages, account: str, username: str, password: str, receiv
 def child_authorizer(stages: Stages, token: str) -> dict:
     """token_authorizer: import, one token check through its Lambda entry."""
     from app import token_authorizer
-    stages.mark("import app")  # it binds no model: the signing key from Secrets Manager is all it reads
+    stages.mark("import app")  # the check binds one model: the signing key's item, then KMS Decrypt
     answer = token_authorizer({"type": "TOKEN", "authorizationToken": f"Bearer {token}",
                                "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abcdef/api/GET/jobs/DEMO"},
                               None)
@@ -429,7 +429,7 @@ def emulated_environment() -> tuple[Any, dict[str, str], dict]:
     models.unbind()
     wiring.reset()
     models.bind()
-    entry = bootstrap_accounts(["DEMO"], state.signing_key, 3600, {})[0]
+    entry = bootstrap_accounts(["DEMO"], wiring.signing_key().get(), 3600, {})[0]
     return emulator, environment, entry
 
 

@@ -7,7 +7,7 @@
 Without --password-stdin a password is generated and printed once. For local mode, point the
 environment at the emulator first: `eval "$(python -m chalicelib.admin local-env)"`. For a
 deployed stack, name it before the command: `python -m chalicelib.admin --stack NAME create-account
-ACME` finds the stack's tables, KMS key and signing secret through CloudFormation (in the region
+ACME` finds the stack's tables and KMS key through CloudFormation (in the region
 and at the endpoint the AWS environment names), so nothing needs exporting by hand.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _point_at_stack(stack_name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="python -m chalicelib.admin", description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", help="a deployed stack: use its tables, KMS key and signing secret")
+    parser.add_argument("--stack", help="a deployed stack: use its tables and KMS key")
     commands = parser.add_subparsers(dest="command", required=True)
     account = commands.add_parser("create-account", help="create an account alias")
     account.add_argument("alias")

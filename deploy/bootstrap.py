@@ -4,7 +4,9 @@ A new stack has empty tables, and no one to log in as. This creates an account a
 a generated password, through the same `users` functions as `python -m chalicelib.admin`, against
 the stack's own tables (the caller points the settings at them first), and writes the
 credentials to `<state dir>/<stack>.json` (mode 0600) in the shape local mode's `local.json` has.
-The password is never printed.
+The password is never printed. It also creates the token signing key, sealed by the stack's KMS
+key (chalicelib/auth/signing_key.py), unless one is stored: the API would create it at the first
+login otherwise.
 
 Deploying again changes nothing here: the account and the user are found, and their password is
 never reset. When the file is still there and still holds the user's password, only its
@@ -22,6 +24,9 @@ from pathlib import Path
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.auth import users
+from chalicelib.auth.signing_key import ensure_signing_key
+from chalicelib.platform import aws
+from chalicelib.platform.config import get_settings
 from chalicelib.platform.errors import Conflict
 from chalicelib.platform.models import User
 
@@ -80,6 +85,7 @@ def ensure_first_admin(stack_name: str, region: str, base_url: str | None, state
     alias = known.get("accountAlias") or account_alias
     username = known.get("username") or admin_username(alias)
     users.ensure_account(alias)
+    ensure_signing_key(aws.client("kms"), get_settings().kms_key_id)
     try:
         user = User.get(username)
     except DoesNotExist:

@@ -71,7 +71,7 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
             env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{table_prefix}{logical_id}"
         elif logical_id in state_machines(template):
             env[variable] = f"arn:aws:states:{region}:{MOTO_ACCOUNT_ID}:stateMachine:{table_prefix}{logical_id}"
-        elif logical_id in groups or logical_id in resources(template, "AWS::SecretsManager::Secret"):
+        elif logical_id in groups:
             env[variable] = f"{table_prefix}{logical_id}"  # on AWS, a name CloudFormation generates
     for variable, logical_id in function_arn_attributes(template).items():
         if logical_id in resources(template, "AWS::IAM::Role"):
@@ -128,20 +128,22 @@ def _create_state_machines(sfn: Any, prefix: str, template: dict) -> None:
 
 @dataclass
 class EmulatorState:
-    """What of the emulator must survive a restart beyond the tables: key material, signing key."""
+    """What of the emulator must survive a restart beyond the tables: the KMS key's material.
+
+    The token signing key is an item of the accounts table, sealed by that key, so it survives
+    with the tables (a "signingKey" of an older snapshot is ignored).
+    """
 
     kms_key_id: str
     kms_key_material: bytes
-    signing_key: str
 
     def to_json(self) -> dict:
         return {"kmsKeyId": self.kms_key_id,
-                "kmsKeyMaterial": base64.b64encode(self.kms_key_material).decode("ascii"),
-                "signingKey": self.signing_key}
+                "kmsKeyMaterial": base64.b64encode(self.kms_key_material).decode("ascii")}
 
     @classmethod
     def from_json(cls, data: dict) -> "EmulatorState":
-        return cls(data["kmsKeyId"], base64.b64decode(data["kmsKeyMaterial"]), data["signingKey"])
+        return cls(data["kmsKeyId"], base64.b64decode(data["kmsKeyMaterial"]))
 
 
 class EmulatorProcess:
@@ -252,7 +254,7 @@ def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple
 
 def provision(client: Callable[[str], Any], region: str, template: dict, settings: Settings,
               state: EmulatorState | None, prefix: str = LOCAL_PREFIX) -> EmulatorState:
-    """Create the template's tables, queues, state machines, schedule groups, KMS key and secret in moto."""
+    """Create the template's tables, queues, state machines, schedule groups and KMS key in moto."""
     dynamodb = client("dynamodb")
     for logical_id, properties in resources(template, "AWS::DynamoDB::Table").items():
         dynamodb.create_table(**create_table_request(properties, settings.table(logical_id)))
@@ -265,13 +267,7 @@ def provision(client: Callable[[str], Any], region: str, template: dict, setting
     for logical_id in resources(template, "AWS::Scheduler::ScheduleGroup"):
         scheduler.create_schedule_group(Name=f"{prefix}{logical_id}")
     kms_key_id = _create_key(client("kms"), region, template, state, prefix)
-    signing_key = state.signing_key if state else secrets.token_urlsafe(48)
-    secretsmanager = client("secretsmanager")
-    for logical_id, properties in resources(template, "AWS::SecretsManager::Secret").items():
-        if f"{prefix}{logical_id}" == settings.signing_secret_id:
-            secretsmanager.create_secret(Name=settings.signing_secret_id, SecretString=signing_key,
-                                         Description=properties.get("Description", ""))
-    return EmulatorState(kms_key_id, _backend_key(region, kms_key_id).key_material, signing_key)
+    return EmulatorState(kms_key_id, _backend_key(region, kms_key_id).key_material)
 
 
 def _create_key(kms: Any, region: str, template: dict, state: EmulatorState | None, prefix: str) -> str:

@@ -170,7 +170,8 @@ class LocalRunner:
         models.bind(settings)
         recover_executions(settings)
         local_json_path = self.state_dir / "local.json"
-        entries = bootstrap_accounts(self.accounts, self.emulator_state.signing_key,
+        # The token signing key: created at the first start, read from the restored tables after.
+        entries = bootstrap_accounts(self.accounts, services.signing_key().get(),
                                      settings.token_ttl_seconds, previous_passwords(local_json_path))
         base_url = f"http://{self.host}:{self.port}"
         self.local_json = {"baseUrl": base_url, **entries[0], "accounts": entries,

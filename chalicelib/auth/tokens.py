@@ -1,4 +1,4 @@
-"""Bearer tokens: HS256 JWTs signed with a key kept in Secrets Manager.
+"""Bearer tokens: HS256 JWTs signed with the service's key (chalicelib/auth/signing_key.py).
 
 A token carries its user's token version (`ver`): the authorizer compares it with the version
 stored on the user (chalicelib/auth/users.py), which changes with the password or the role, so
@@ -74,18 +74,3 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
     return token.strip()
-
-
-class SigningKey:
-    """The token signing key, read from Secrets Manager once and cached."""
-
-    def __init__(self, secretsmanager: Any, secret_id: str) -> None:
-        self._client = secretsmanager
-        self._secret_id = secret_id
-        self._value: str | None = None
-
-    def get(self) -> str:
-        """The key's value."""
-        if self._value is None:
-            self._value = self._client.get_secret_value(SecretId=self._secret_id)["SecretString"]
-        return self._value

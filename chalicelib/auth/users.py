@@ -147,10 +147,16 @@ def verify_password(user: User, password: str) -> bool:
 
 # --- accounts ---------------------------------------------------------------------------------
 
-def ensure_account(alias: str) -> bool:
-    """Create the account if it does not exist; True when it was created."""
+def check_alias(alias: str) -> None:
+    """InvalidRequest unless `alias` is a well-formed account alias (the accounts table holds other
+    items too, such as the token signing key's, under keys no alias matches)."""
     if not ACCOUNT_ALIAS.match(alias):
         raise InvalidRequest("accountAlias", "must be 1-32 letters, digits, '-' or '_', starting with a letter or digit")
+
+
+def ensure_account(alias: str) -> bool:
+    """Create the account if it does not exist; True when it was created."""
+    check_alias(alias)
     models.bind()
     try:
         Account(alias, job_count=0, admin_count=0, created_time=int(time.time() * 1000)).save(
@@ -166,6 +172,7 @@ def set_concurrency(account_alias: str, limit: int) -> None:
     """How many executions of the account may run at once."""
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit", "must be from 1 to 1000")
+    check_alias(account_alias)
     models.bind()
     try:
         Account(account_alias).update(actions=[Account.max_concurrent.set(limit)],
@@ -344,6 +351,7 @@ def create_user(username: str, password: str, account_alias: str, role: str | No
     _password(password)
     if role is not None:
         _role(role)
+    check_alias(account_alias)
     models.bind()
     try:
         Account.get(account_alias, consistent_read=True)

@@ -91,7 +91,6 @@ class Settings:
     region: str = "us-east-1"
     tables: dict = field(default_factory=dict)
     kms_key_id: str = "alias/runner"
-    signing_secret_id: str = "runner/token-signing-key"
     token_ttl_seconds: int = DEFAULT_TOKEN_TTL_SECONDS
     repository_rules: RepositoryRules = RepositoryRules()
     webhook_rules: WebhookRules = WebhookRules()
@@ -142,7 +141,6 @@ class Settings:
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             tables=tables,
             kms_key_id=env.get("RUNNER_KMS_KEY_ID") or "alias/runner",
-            signing_secret_id=env.get("RUNNER_SIGNING_SECRET_ID") or "runner/token-signing-key",
             token_ttl_seconds=_int_env(env, "RUNNER_TOKEN_TTL_SECONDS", DEFAULT_TOKEN_TTL_SECONDS),
             repository_rules=LOCAL_REPOSITORY_RULES if local else RepositoryRules(),
             webhook_rules=local_webhook_rules(env) if local else WebhookRules(),

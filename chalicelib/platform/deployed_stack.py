@@ -1,10 +1,10 @@
-"""A deployed stack's tables, KMS key and signing secret, as the settings' environment variables.
+"""A deployed stack's tables and KMS key, as the settings' environment variables.
 
 The functions inside the stack get these names from the environment the template sets on them.
 A program outside it (the admin command with `--stack`, the deploy program's bootstrap) learns
 them from CloudFormation instead: from the stack's Outputs (`<LogicalId>Name` for each table,
-`SecretsKeyArn`, `TokenSigningSecretArn`), and, for whatever the Outputs leave out, from the
-stack's resources, so that a stack deployed from a template with fewer Outputs still works.
+`SecretsKeyArn`), and, for whatever the Outputs leave out, from the stack's resources, so that a
+stack deployed from a template with fewer Outputs still works.
 Nothing here lists the tables: whatever tables the stack has are named.
 """
 from __future__ import annotations
@@ -20,12 +20,10 @@ from chalicelib.platform.errors import NotFound
 
 TABLE_OUTPUT_SUFFIX = "TableName"
 KEY_OUTPUT = "SecretsKeyArn"
-SECRET_OUTPUT = "TokenSigningSecretArn"
 # The API's URL: our template's Output, else the one Chalice's generated template always has.
 API_URL_OUTPUTS = ("ApiUrl", "EndpointURL")
 # The resource each single-valued variable falls back to when its Output is missing.
-_SINGLE = {"RUNNER_KMS_KEY_ID": (KEY_OUTPUT, "AWS::KMS::Key"),
-           "RUNNER_SIGNING_SECRET_ID": (SECRET_OUTPUT, "AWS::SecretsManager::Secret")}
+_SINGLE = {"RUNNER_KMS_KEY_ID": (KEY_OUTPUT, "AWS::KMS::Key")}
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ def _resources(cloudformation: Any, stack_name: str) -> list[dict]:
 
 
 def read_stack(cloudformation: Any, stack_name: str) -> DeployedStack:
-    """The stack's Outputs and the environment that points the settings at its tables, key and secret."""
+    """The stack's Outputs and the environment that points the settings at its tables and key."""
     try:
         stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     except ClientError as exc:

@@ -1,4 +1,7 @@
-"""PynamoDB models, one per table of infra/template.yaml, bound to table names at run time."""
+"""PynamoDB models of the tables of infra/template.yaml, bound to table names at run time.
+
+One model per table, and one more on the accounts table: the token signing key's item.
+"""
 from __future__ import annotations
 
 import threading
@@ -69,6 +72,28 @@ class Account(Model):
     # Users whose role is ACCOUNT_ADMIN, moved in the same transaction as each user write; it
     # may not fall below 1. Absent on accounts older than it: counted on first need.
     admin_count = NumberAttribute(attr_name="adminCount", null=True)
+
+
+# The accounts table's item that holds the token signing key. Account aliases start with a letter
+# or a digit (users.ACCOUNT_ALIAS), so no account can ever take this key.
+SIGNING_KEY_ITEM = "#token-signing-key"
+
+
+class SigningKeyItem(Model):
+    """The HMAC key that signs bearer tokens, as KMS sealed it (chalicelib/auth/signing_key.py).
+
+    One item of the accounts table, under SIGNING_KEY_ITEM: a table of its own would be one more
+    resource for one item, and the item is read by its key only (the authorizer's role may read
+    no other item of the table).
+    """
+
+    class Meta:
+        table_name = "runner-accounts"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    # The CiphertextBlob of KMS GenerateDataKey (encryption context {"purpose": "token-signing"}), base64.
+    sealed_key = UnicodeAttribute(attr_name="sealedKey")
+    created_time = NumberAttribute(attr_name="createdTime")
 
 
 class JobsByCreatedTime(LocalSecondaryIndex):
@@ -256,12 +281,22 @@ class Delivery(Model):
 
 
 # Model class -> logical id of its table in infra/template.yaml.
-MODELS = {User: "UsersTable", Account: "AccountsTable", Job: "JobsTable", JobExecutionCount: "JobsTable",
+MODELS = {User: "UsersTable", Account: "AccountsTable", SigningKeyItem: "AccountsTable", Job: "JobsTable", JobExecutionCount: "JobsTable",
           Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
           Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable"}
 
 _bound: dict = {"settings": None, "connection": None}
+# Models bound one by one (bind_one), each with the settings it was bound to.
+_bound_alone: dict = {}
 _lock = threading.Lock()
+
+
+def _bind_model(model: type[Model], settings: Settings) -> None:
+    model.Meta.table_name = settings.table(MODELS[model])
+    model.Meta.region = settings.region
+    model.Meta.max_pool_connections = 32  # PynamoDB's default of 10 overflows under load
+    model._connection = None
+    instrument(model._get_connection().connection.client)
 
 
 def bind(settings: Settings | None = None) -> None:
@@ -270,16 +305,24 @@ def bind(settings: Settings | None = None) -> None:
     with _lock:
         if _bound["settings"] == settings:
             return
-        for model, logical_id in MODELS.items():
-            model.Meta.table_name = settings.table(logical_id)
-            model.Meta.region = settings.region
-            model.Meta.max_pool_connections = 32  # PynamoDB's default of 10 overflows under load
-            model._connection = None
-            instrument(model._get_connection().connection.client)
+        for model in MODELS:
+            _bind_model(model, settings)
+        _bound_alone.clear()
         connection = Connection(region=settings.region)
         instrument(connection.client)
         _bound["connection"] = connection
         _bound["settings"] = settings
+
+
+def bind_one(model: type[Model], settings: Settings | None = None) -> None:
+    """Point one model at its table, for a function that uses no other (binding costs a client per
+    model: the token authorizer's cold start would pay for all of them); idempotent."""
+    settings = settings or get_settings()
+    with _lock:
+        if _bound["settings"] == settings or _bound_alone.get(model) == settings:
+            return
+        _bind_model(model, settings)
+        _bound_alone[model] = settings
 
 
 def connection() -> Connection:
@@ -293,5 +336,6 @@ def unbind() -> None:
     with _lock:
         _bound["settings"] = None
         _bound["connection"] = None
+        _bound_alone.clear()
         for model in MODELS:
             model._connection = None

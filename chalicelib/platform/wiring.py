@@ -6,7 +6,7 @@ from functools import lru_cache
 from chalicelib.platform import aws
 from chalicelib.platform.config import get_settings
 from chalicelib.jobs.service import JobService
-from chalicelib.auth.tokens import SigningKey
+from chalicelib.auth.signing_key import IssuerSigningKey, SigningKey
 
 
 @lru_cache(maxsize=1)
@@ -17,15 +17,22 @@ def job_service() -> JobService:
 
 
 @lru_cache(maxsize=1)
-def signing_key() -> SigningKey:
-    """The token signing key (read from Secrets Manager on first use)."""
-    return SigningKey(aws.client("secretsmanager"), get_settings().signing_secret_id)
+def signing_key() -> IssuerSigningKey:
+    """The token signing key, for issuing tokens (read, or created, on first use)."""
+    return IssuerSigningKey(aws.client("kms"), get_settings().kms_key_id)
+
+
+@lru_cache(maxsize=1)
+def verifying_key() -> SigningKey:
+    """The token signing key, for checking tokens: read on first use, never created."""
+    return SigningKey(aws.client("kms"))
 
 
 def reset() -> None:
     """Forget every cached service (tests and local mode rebuild them)."""
     job_service.cache_clear()
     signing_key.cache_clear()
+    verifying_key.cache_clear()
     execution_service.cache_clear()
     service_account_service.cache_clear()
     schedule_service.cache_clear()

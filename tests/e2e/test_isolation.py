@@ -37,6 +37,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from chalicelib.auth.signing_key import TOKEN_SIGNING_CONTEXT, key_text
+from chalicelib.platform.models import SIGNING_KEY_ITEM
 from localmode.sandbox import unavailable_reason
 from tests.e2e.conftest import Client, LocalMode
 from tests.e2e.realparts import GitHttpServer, Receiver, SshServer, make_repo, ssh_server  # noqa: F401 - fixture
@@ -781,6 +783,13 @@ def loot(endpoint):
             found.setdefault("errors", []).append(repr(exc))
             continue
         for item in items:
+            if "sealedKey" in item:  # the token signing key: a KMS data key sealed for this purpose
+                try:
+                    plaintext = kms.decrypt(CiphertextBlob=base64.b64decode(item["sealedKey"]["S"]),
+                                            EncryptionContext={"purpose": "token-signing"})["Plaintext"]
+                    found["secrets"]["token signing key"] = base64.urlsafe_b64encode(plaintext).rstrip(b"=").decode()
+                except Exception as exc:
+                    found["secrets"]["token signing key"] = repr(exc)
             if "sealed" not in item or "jobId" not in item:
                 continue
             account, job = item["accountAlias"]["S"], item["jobId"]["S"]
@@ -799,12 +808,6 @@ def loot(endpoint):
                 opened["error"] = repr(exc)
             found["jobs"].append({"account": account, "job": job, "spec": item.get("spec", {}).get("S", "")[:3000],
                                   "secrets": opened})
-    try:
-        manager = session.client("secretsmanager", endpoint_url=endpoint)
-        for entry in manager.list_secrets()["SecretList"]:
-            found["secrets"][entry["Name"]] = manager.get_secret_value(SecretId=entry["ARN"])["SecretString"]
-    except Exception as exc:
-        found["secrets"]["error"] = repr(exc)
     found["jobs"] = found["jobs"][:60]
     return found
 
@@ -957,12 +960,15 @@ def assignment(name: str) -> re.Pattern:
     return re.compile(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?:=|\\*[\"']\s*:\s*\\*[\"'])[^\s\"'\\,}}]")
 
 
-def worker_secrets(environment: dict[str, str], signing_key: str) -> list[Secret]:
+def worker_secrets(environment: dict[str, str], signing_key: bytes) -> list[Secret]:
     """The worker's own variables (any value), the distinctive values among its credentials and
-    resources, and the service's token signing key (in the emulator's Secrets Manager)."""
+    resources, and the service's token signing key (sealed in the accounts table: what the worker
+    must never open), as tokens are signed with it and in plain base64."""
     found = [Secret("worker", f"variable {name}", assignment(name))
              for name in sorted((set(environment) | set(WORKER_ONLY)) - GRANTED)]
-    found.append(Secret("worker", "token signing key", re.compile(re.escape(signing_key))))
+    found.append(Secret("worker", "token signing key", re.compile(re.escape(key_text(signing_key)))))
+    found.append(Secret("worker", "token signing key (base64)",
+                        re.compile(re.escape(base64.b64encode(signing_key).decode().rstrip("=")))))
     for name, value in sorted(environment.items()):
         credential = name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RUNNER_KMS_KEY_ID")
         resource = name.endswith(("_TABLE", "_QUEUE_URL", "_STATE_MACHINE_ARN"))
@@ -1319,8 +1325,11 @@ def isolation_scenario(tmp_path_factory: pytest.TempPathFactory,
 
         with receiver.lock:
             received = list(receiver.received)
-        signing_key = instance.aws("secretsmanager").get_secret_value(  # the settings' default id
-            SecretId=environment.get("RUNNER_SIGNING_SECRET_ID") or "runner/token-signing-key")["SecretString"]
+        sealed_key = instance.aws("dynamodb").get_item(
+            TableName=environment["RUNNER_ACCOUNTS_TABLE"], Key={"accountAlias": {"S": SIGNING_KEY_ITEM}},
+            ConsistentRead=True)["Item"]["sealedKey"]["S"]
+        signing_key = instance.aws("kms").decrypt(CiphertextBlob=base64.b64decode(sealed_key),
+                                                  EncryptionContext=TOKEN_SIGNING_CONTEXT)["Plaintext"]
         wanted = worker_secrets(environment, signing_key) + victim_secrets(
             password, extra, ssh_server.client_private_key_pem, ssh_server.client_private_key_b64,
             ssh_server.other_private_key_pem, instance.account(VICTIM))

@@ -1,6 +1,7 @@
 """Local mode as a user meets it: local.json, login, restarts, a taken port, Ctrl-C."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -142,6 +143,30 @@ def test_restart_keeps_jobs(start_local_mode, tmp_path):
     assert listed.status_code == 200, listed.text
     assert listed.json()["totalSize"] == 1
     assert [item["id"] for item in listed.json()["results"]] == [job["id"]]
+
+
+def test_tokens_issued_before_a_restart_stay_valid_after_it(start_local_mode, tmp_path):
+    state_dir = tmp_path / "tokens"
+    first = start_local_mode(state_dir=state_dir).start()
+    account = first.account("DEMO")
+    logged_in = first.client().post("/authentication/login",
+                                    json={"username": account["username"], "password": account["password"]})
+    assert logged_in.status_code == 200, logged_in.text
+    tokens = [account["bearerToken"], logged_in.json()["bearerToken"]]
+    assert first.stop().returncode == 0
+    # The signing key is kept as an item of the accounts table, sealed by the emulator's KMS key:
+    # the snapshot holds no key of its own, and nothing but a ciphertext of it.
+    saved = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+    assert set(saved["emulator"]) == {"kmsKeyId", "kmsKeyMaterial"}
+    key_items = [item for item in saved["tables"]["AccountsTable"] if item["accountAlias"]["S"].startswith("#")]
+    assert [set(item) for item in key_items] == [{"accountAlias", "sealedKey", "createdTime"}]
+
+    second = start_local_mode(state_dir=state_dir).start()
+    for token in tokens:
+        answer = second.client(token=token).get("/jobs/DEMO")
+        assert answer.status_code == 200, answer.text
+    assert second.client("DEMO").get("/jobs/DEMO").status_code == 200  # and the new ones too
+    assert second.client(token=tokens[0][:-4] + "AAAA").get("/jobs/DEMO").status_code == 401
 
 
 def test_restart_keeps_a_repository_password_masked(start_local_mode, tmp_path):

@@ -65,9 +65,18 @@ class ApiClient:
         return self.request("DELETE", path, **kw)
 
 
+@dataclass(frozen=True)
+class Stack:
+    """What the tests need of the stack: its KMS key, and the token signing key it holds."""
+
+    kms_key_id: str
+    signing_key: str
+
+
 @pytest.fixture
 def aws_stack(monkeypatch: pytest.MonkeyPatch):
-    """moto with the template's tables, key and secret; settings pointed at them."""
+    """moto with the template's tables and key; settings pointed at them; the token signing key
+    created, as local mode's start (or a deploy) creates it."""
     template = load_template()
     for name, value in emulator_environment("https://sqs.us-east-1.amazonaws.com", "us-east-1", "fn-", template).items():
         if name != "AWS_ENDPOINT_URL":
@@ -83,7 +92,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("RUNNER_KMS_KEY_ID", state.kms_key_id)
         reset_settings()
         models.bind()
-        yield state
+        yield Stack(state.kms_key_id, services.signing_key().get())
     reset_settings()
     aws.reset_clients()
     models.unbind()

@@ -22,7 +22,7 @@ import yaml
 from moto.cloudformation import models as moto_cloudformation
 
 from chalicelib.auth import users
-from chalicelib.platform.models import User
+from chalicelib.platform.models import SIGNING_KEY_ITEM, SigningKeyItem, User
 from deploy import DeployError, artifacts, image
 from deploy.__main__ import main
 from deploy.stack import deploy_stack
@@ -239,6 +239,7 @@ def test_deploy_makes_the_first_admin_once_and_never_resets_its_password(mocked_
     stored_hash = User.get("acme-admin").password_hash
     assert users.verify_password(User.get("acme-admin"), saved["password"])
     assert "stack runner-test created" in first and str(credentials) in first
+    sealed_key = SigningKeyItem.get(SIGNING_KEY_ITEM).sealed_key  # the token signing key, made once
     packaged = yaml.safe_load((dist / "packaged.yaml").read_text())
     assert packaged["Resources"]["RestAPI"]["Properties"]["BodyS3Location"]["Key"].startswith("artifacts/")
 
@@ -248,6 +249,7 @@ def test_deploy_makes_the_first_admin_once_and_never_resets_its_password(mocked_
     assert _admins() == ["acme-admin"]
     assert User.get("acme-admin").password_hash == stored_hash
     assert json.loads(credentials.read_text())["password"] == saved["password"]
+    assert SigningKeyItem.get(SIGNING_KEY_ITEM).sealed_key == sealed_key
 
     credentials.unlink()  # a deploy from a machine without the file: the user is left as it is
     assert main(argv) == 0

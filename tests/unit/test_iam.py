@@ -13,7 +13,7 @@ possible, and so must every other function's. For each function this test
 2. checks that the function's own policy allows each one (the Worker's and the state machines'
    roles from SAM's translation of infra/template.yaml, the Chalice functions' from the file
    .chalice/config.json names for each), conditions included (the KMS encryption context of each
-   call site);
+   call site, and the partition key of each DynamoDB item call when the code names it literally);
 3. checks that the policy allows nothing else: each (action, resource) a statement names is used;
    no `*` action, `Resource: "*"` only for the actions that take no resource; the worker has a role
    of its own with no managed policy.
@@ -40,7 +40,8 @@ from botocore import xform_name
 from chalice.config import Config
 from pynamodb.indexes import Index
 
-from chalicelib.platform.models import MODELS
+from chalicelib.auth.signing_key import TOKEN_SIGNING_CONTEXT
+from chalicelib.platform.models import MODELS, SIGNING_KEY_ITEM
 from chalicelib.platform.template import TEMPLATE_PATH, load_template
 from stack.package import scope_policies
 
@@ -86,6 +87,12 @@ INDEX_OPS = {"query": "Query", "scan": "Scan", "count": "Query"}
 TRANSACTION_OPS = {"save": "PutItem", "update": "UpdateItem", "delete": "DeleteItem",
                    "condition_check": "ConditionCheckItem", "get": "GetItem"}
 TRANSACTIONS = {"pynamodb.transactions.TransactWrite", "pynamodb.transactions.TransactGet"}
+# DynamoDB actions on items of one partition, which IAM's dynamodb:LeadingKeys condition key names.
+# The test gives it the partition key the code writes literally (a constant), else a value no
+# policy can name, so that a statement bound to a leading key allows only the calls that name it.
+ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                "dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"}
+COMPUTED_KEY = "(a key the code computes)"
 CLIENT_FACTORIES = {"chalicelib.platform.aws:client"}
 SAFETY_NET_SERVICES = ("dynamodb", "kms", "sqs", "stepfunctions", "secretsmanager", "scheduler", "cloudformation",
                        "s3", "sns", "lambda", "sts", "ssm", "logs", "events", "iam", "ecr")
@@ -399,6 +406,20 @@ class Program:
             for alias in node.names:
                 into[alias.asname or alias.name] = ("symbol", node.module, alias.name)
 
+    def constant(self, module: Module, node: ast.AST | None, seen: frozenset = frozenset()) -> str | None:
+        """The value of a string literal, or of a module-level name bound to one (imported or not)."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if not isinstance(node, ast.Name) or (module.name, node.id) in seen:
+            return None
+        seen = seen | {(module.name, node.id)}
+        if node.id in module.assigns:
+            return self.constant(module, module.assigns[node.id], seen)
+        imported = module.imports.get(node.id)
+        if imported is not None and imported[0] == "symbol" and imported[1] in self.modules:
+            return self.constant(self.modules[imported[1]], ast.Name(imported[2], ast.Load()), seen)
+        return None
+
     def mro(self, klass: Klass) -> list[Klass]:
         found, queue = [], [klass]
         while queue:
@@ -514,7 +535,9 @@ class Analysis:
                                  for kind in self.expr(node.func, func, module, env)))
         if isinstance(node, ast.Dict):
             if node.keys and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
-                return {("ctx", frozenset(k.value for k in node.keys))}
+                # The keys, and the values the code writes literally.
+                values = {k.value: self.literal(v, module, env) for k, v in zip(node.keys, node.values)}
+                return {("ctx", frozenset(values), frozenset((k, v) for k, v in values.items() if v is not None))}
             return set()
         if isinstance(node, ast.JoinedStr):
             return {kind for part in node.values if isinstance(part, ast.FormattedValue)
@@ -526,6 +549,12 @@ class Analysis:
         if isinstance(node, ast.Subscript):
             return {kind[1] for kind in self.expr(node.value, func, module, env) if kind[0] == "iter"}
         return set()
+
+    def literal(self, node: ast.AST, module: Module, env: dict) -> str | None:
+        """A string the code writes literally (a constant, not a local variable of the same name)."""
+        if isinstance(node, ast.Name) and node.id in env:
+            return None
+        return self.program.constant(module, node)
 
     def attribute(self, kind: tuple, name: str) -> set:
         tag = kind[0]
@@ -700,18 +729,27 @@ class Analysis:
             elif kind[0] in ("cls", "inst") and kind[1] in self.program.models:
                 ops = MODEL_CLASS_OPS if kind[0] == "cls" else MODEL_INSTANCE_OPS
                 if name in ops:
-                    self._record(f"dynamodb:{ops[name]}", [arn(MODELS[self.program.models[kind[1]]])], at)
+                    action = f"dynamodb:{ops[name]}"
+                    # Model.get(KEY), Model.query(KEY): the call's first argument; Model(KEY, ...).save():
+                    # the constructor's, when the item is made where it is written.
+                    made = call.func.value
+                    keyed = call if kind[0] == "cls" else made if (
+                        isinstance(made, ast.Call) and ("cls", kind[1]) in self.expr(made.func, func, module, env)) else None
+                    leading = self.literal(keyed.args[0], module, env) if keyed is not None and keyed.args else None
+                    self._record(action, [arn(MODELS[self.program.models[kind[1]]])], at, leading_keys(action, leading))
             elif kind[0] == "index" and name in INDEX_OPS:
                 model = self.program.models[kind[1]]
                 index = {i.Meta.index_name for i in model._indexes.values()}
-                self._record(f"dynamodb:{INDEX_OPS[name]}", [f"{arn(MODELS[model])}/index/{i}" for i in index], at)
+                action = f"dynamodb:{INDEX_OPS[name]}"
+                self._record(action, [f"{arn(MODELS[model])}/index/{i}" for i in index], at, leading_keys(action, None))
             elif kind[0] == "transact" and name in TRANSACTION_OPS:
                 items = self.expr(call.args[0], func, module, env) if call.args else set()
                 tables = [arn(MODELS[self.program.models[item[1]]]) for item in items
                           if item[0] in ("cls", "inst") and item[1] in self.program.models]
                 if not tables:
                     self.unresolved.add(f"{at}: a transaction's {name} of an item of unknown model")
-                self._record(f"dynamodb:{TRANSACTION_OPS[name]}", tables, at)
+                action = f"dynamodb:{TRANSACTION_OPS[name]}"
+                self._record(action, tables, at, leading_keys(action, None))
         if receiver:
             return
         # Nothing known of the receiver: it must not be an AWS call.
@@ -748,14 +786,16 @@ class Analysis:
         elif service == "kms":
             key = only("AWS::KMS::Key")
             resources = [arn(key)]
-            contexts = {kind[1] for kind in self.expr(arguments["EncryptionContext"], func, module, env)
+            contexts = {kind[1:] for kind in self.expr(arguments["EncryptionContext"], func, module, env)
                         if kind[0] == "ctx"} if "EncryptionContext" in arguments else set()
             if not contexts:
                 self.unresolved.add(f"{at}: {action} with an encryption context the test cannot tell")
-            for keys in contexts:
+            for keys, literal in contexts:
+                # A value the code computes (an account alias, a job id) as a placeholder.
+                values = {k: "value" for k in keys} | dict(literal)
                 self._record(action, resources, at, {
                     "kms:EncryptionContextKeys": sorted(keys), "kms:ResourceAliases": key_aliases(key),
-                    **{f"kms:EncryptionContext:{k}": "value" for k in keys}})
+                    **{f"kms:EncryptionContext:{k}": v for k, v in values.items()}})
             return
         elif service == "scheduler":
             resources = [f"arn:{PARTITION}:scheduler:{REGION}:{ACCOUNT}:schedule/"
@@ -785,6 +825,11 @@ class Analysis:
         context = context or {}
         key = (action, tuple(resources), json.dumps(context, sort_keys=True), at)
         self.calls.setdefault(key, Call(action, resources, at, context))
+
+
+def leading_keys(action: str, key: str | None) -> dict:
+    """The dynamodb:LeadingKeys of an item call: the partition key the code names, else one no policy names."""
+    return {"dynamodb:LeadingKeys": [key or COMPUTED_KEY]} if action in ITEM_ACTIONS else {}
 
 
 @lru_cache(maxsize=None)
@@ -1063,10 +1108,61 @@ def test_every_kms_grant_is_bound_to_an_encryption_context():
     for name, statements in identity_policies().items():
         for statement in statements:
             if any(action.startswith("kms:") for action in as_list(statement["Action"])):
-                keys = statement.get("Condition", {}).get("ForAllValues:StringEquals", {})
-                assert keys.get("kms:EncryptionContextKeys"), f"{name}: {statement.get('Sid')} opens any context"
-                assert statement["Condition"].get("Null", {}).get("kms:EncryptionContext:accountAlias") == "false", \
-                    f"{name}: {statement.get('Sid')} must require an accountAlias in the context"
+                condition = statement.get("Condition", {})
+                keys = condition.get("ForAllValues:StringEquals", {}).get("kms:EncryptionContextKeys")
+                assert keys, f"{name}: {statement.get('Sid')} opens any context"
+                # An account's secrets (an accountAlias in the context), or the token signing key
+                # (exactly its context, value included).
+                of_an_account = condition.get("Null", {}).get("kms:EncryptionContext:accountAlias") == "false"
+                signing_key = as_list(keys) == list(TOKEN_SIGNING_CONTEXT) and all(
+                    condition.get("StringEquals", {}).get(f"kms:EncryptionContext:{key}") == value
+                    for key, value in TOKEN_SIGNING_CONTEXT.items())
+                assert of_an_account or signing_key, \
+                    f"{name}: {statement.get('Sid')} must require an accountAlias in the context, or be the signing key's"
+
+
+def kms_context(context: dict[str, str]) -> dict:
+    """The request context of a KMS call with this encryption context, on the stack's key."""
+    return {"kms:EncryptionContextKeys": sorted(context), "kms:ResourceAliases": key_aliases(only("AWS::KMS::Key")),
+            **{f"kms:EncryptionContext:{key}": value for key, value in context.items()}}
+
+
+def test_only_the_api_and_the_authorizer_can_open_the_token_signing_key_and_only_the_api_make_it():
+    key = arn(only("AWS::KMS::Key"))
+    context = kms_context(TOKEN_SIGNING_CONTEXT)
+    policies = identity_policies()
+    opening = {name for name, statements in policies.items() if allows(statements, "kms:Decrypt", key, context)}
+    making = {name for name, statements in policies.items() if allows(statements, "kms:GenerateDataKey", key, context)}
+    assert opening == {".chalice/policy-api-handler.json", ".chalice/policy-token-authorizer.json"}
+    assert making == {".chalice/policy-api-handler.json"}
+    # The worker runs hostile playbooks: its Decrypt needs an accountAlias and a jobId in the context.
+    assert not allows(policy(WORKER), "kms:Decrypt", key, context)
+    assert not allows(policy(WORKER), "kms:Decrypt", key, kms_context({**TOKEN_SIGNING_CONTEXT, "accountAlias": "A",
+                                                                       "jobId": "j"}))
+
+
+def test_the_token_signing_grants_open_nothing_else():
+    key = arn(only("AWS::KMS::Key"))
+    for name, statements in identity_policies().items():
+        grants = [statement for statement in statements
+                  if "kms:EncryptionContext:purpose" in statement.get("Condition", {}).get("StringEquals", {})]
+        for context in ({"accountAlias": "ACME", "jobId": "a-job"}, {"accountAlias": "ACME"},
+                        {**TOKEN_SIGNING_CONTEXT, "accountAlias": "ACME"}, {"purpose": "something-else"}):
+            for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+                assert not allows(grants, action, key, kms_context(context)), (name, action, context)
+
+
+def test_the_authorizer_reads_the_signing_key_item_and_no_account():
+    accounts = arn("AccountsTable")
+    authorizer = policy("token_authorizer")
+    assert allows(authorizer, "dynamodb:GetItem", accounts, {"dynamodb:LeadingKeys": [SIGNING_KEY_ITEM]})
+    for leading in ({"dynamodb:LeadingKeys": ["ACME"]}, {"dynamodb:LeadingKeys": [SIGNING_KEY_ITEM, "ACME"]}, {}):
+        assert not allows(authorizer, "dynamodb:GetItem", accounts, leading), leading
+    # The API writes that one item, and no account, whole.
+    api = policy("api_handler")
+    assert allows(api, "dynamodb:PutItem", accounts, {"dynamodb:LeadingKeys": [SIGNING_KEY_ITEM]})
+    assert not allows(api, "dynamodb:PutItem", accounts, {"dynamodb:LeadingKeys": ["ACME"]})
+    assert not allows(policy(WORKER), "dynamodb:GetItem", accounts, {"dynamodb:LeadingKeys": [SIGNING_KEY_ITEM]})
 
 
 def test_the_worker_has_a_role_of_its_own():
@@ -1098,13 +1194,19 @@ def test_the_analysis_sees_the_calls_it_should():
 
     assert {"states:SendTaskHeartbeat", "states:SendTaskSuccess", "dynamodb:BatchWriteItem", "kms:Decrypt",
             "dynamodb:Query", "sqs:SendMessage"} <= actions(WORKER)
-    # the authorizer reads the signing key, and the token's user (revocation): nothing else
-    assert {"secretsmanager:GetSecretValue", "dynamodb:GetItem"} == actions("token_authorizer") - {
-        a for a in actions("token_authorizer") if a.startswith("logs:")}
-    assert {call.resources[0].rsplit("/", 1)[-1] for call in required("token_authorizer")
-            if call.action == "dynamodb:GetItem"} == {physical_name("UsersTable")}
+    assert {"dynamodb:GetItem", "kms:Decrypt"} == actions("token_authorizer") - {a for a in actions("token_authorizer")
+                                                                                 if a.startswith("logs:")}
+    signing = kms_context(TOKEN_SIGNING_CONTEXT)
+    assert {(call.action, call.resources[0]) for call in required("token_authorizer") if call.context in (
+        signing, {"dynamodb:LeadingKeys": [SIGNING_KEY_ITEM]})} == {
+        ("kms:Decrypt", arn(only("AWS::KMS::Key"))), ("dynamodb:GetItem", arn("AccountsTable"))}
+    assert {call.action for call in required("api_handler") if call.context == signing} == {
+        "kms:GenerateDataKey", "kms:Decrypt"}
+    # ... and the token's user (revocation), read only
+    assert {call.resources[0] for call in required("token_authorizer") if call.action == "dynamodb:GetItem"} == {
+        arn("AccountsTable"), arn("UsersTable")}
     assert {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}.isdisjoint(
-        {call.action for call in required("schedule_trigger") if "UsersTable" in call.resources[0]})
+        {call.action for call in required("schedule_trigger") if call.resources[0] == arn("UsersTable")})
     assert {"states:StartExecution", "kms:GenerateDataKey", "dynamodb:ConditionCheckItem", "scheduler:CreateSchedule",
             "iam:PassRole", "cloudformation:DescribeStackResource"} <= actions("api_handler")
     assert {"states:DescribeExecution", "scheduler:GetSchedule"} <= actions("schedule_trigger")
