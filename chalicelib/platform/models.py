@@ -17,7 +17,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, LocalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.platform.aws import instrument
+from chalicelib.platform.aws import instrument, new_botocore_session
 from chalicelib.platform.config import Settings, get_settings
 
 
@@ -296,7 +296,14 @@ def _bind_model(model: type[Model], settings: Settings) -> None:
     model.Meta.region = settings.region
     model.Meta.max_pool_connections = 32  # PynamoDB's default of 10 overflows under load
     model._connection = None
-    instrument(model._get_connection().connection.client)
+    instrument(_client_of(model._get_connection().connection))
+
+
+def _client_of(connection: Connection) -> object:
+    """The connection's botocore client, made from a session sharing the process's botocore data
+    (PynamoDB would make a session of its own for each connection, parsing that data again)."""
+    connection._local.session = new_botocore_session()  # the session `client` creates itself from
+    return connection.client
 
 
 def bind(settings: Settings | None = None) -> None:
@@ -309,7 +316,7 @@ def bind(settings: Settings | None = None) -> None:
             _bind_model(model, settings)
         _bound_alone.clear()
         connection = Connection(region=settings.region)
-        instrument(connection.client)
+        instrument(_client_of(connection))
         _bound["connection"] = connection
         _bound["settings"] = settings
 
