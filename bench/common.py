@@ -57,6 +57,54 @@ def now_ms() -> float:
 
 # --------------------------------------------------------------------------- deadlines
 
+
+class WebhookReceiver:
+    """A webhook on loopback: answers 200 to every POST and counts them per `executionId`."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.deliveries: Counter = Counter()
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    execution = json.loads(raw).get("executionId")
+                except (ValueError, AttributeError):
+                    execution = None
+                with owner._lock:
+                    owner.deliveries[execution] += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return sum(self.deliveries.values())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "WebhookReceiver":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 class DeadlineMissed(TimeoutError):
     """Something a benchmark waited for did not happen in time."""
 

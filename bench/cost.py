@@ -83,7 +83,7 @@ from typing import Any, Iterable
 
 import boto3
 
-from common import (FINAL_STATUSES, ROOT, VENV_BIN, Client, Deadline, Jobs, LocalMode, add_standard_arguments,
+from common import (FINAL_STATUSES, ROOT, VENV_BIN, Client, Deadline, Jobs, LocalMode, WebhookReceiver, add_standard_arguments,
                     event_epoch_ms, file_url, job_spec, log, make_repository, median, run_benchmark,
                     scratch_directory, wait_for)
 
@@ -330,39 +330,6 @@ class Execution:
     delivery_bytes: list[int] = field(default_factory=list)
 
 
-class Receiver:
-    """A webhook on loopback: counts the deliveries it gets, answers 200."""
-
-    def __init__(self) -> None:
-        self.deliveries: Counter = Counter()
-        self.lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner.lock:
-                    owner.deliveries[body.get("executionId")] += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Receiver":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def ssh_key_base64() -> str:
     """A fresh Ed25519 private key, OpenSSH PEM, base64: a job's sealed secret the worker opens."""
     from cryptography.hazmat.primitives import serialization
@@ -533,7 +500,7 @@ def run_executions(args: argparse.Namespace) -> dict:
     with ExitStack() as stack:
         work = stack.enter_context(scratch_directory("runner-cost-"))
         repo = make_repository(work, {PLAYBOOK: playbook(args.pause)})
-        receiver = stack.enter_context(Receiver())
+        receiver = stack.enter_context(WebhookReceiver())
         local = LocalMode(args.startup_timeout, env={
             "RUNNER_LOCAL_WORKERS": str(args.executions if args.concurrent else 1), invocations.VARIABLE: "1",
             "RUNNER_TTL_MINUTE_SECONDS": str(ttl_minute_s),

@@ -55,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, VENV_BIN, log, run_benchmark
+from common import ROOT, VENV_BIN, WebhookReceiver, log, run_benchmark
 
 FULL_VCPU_MB = 1769
 LAMBDA_GB_S_USD = 0.0000166667  # x86, us-east-1 (bench/cost.py PRICES, 2026-11-30)
@@ -380,34 +380,6 @@ def measure(name: str, arguments: dict, env: dict[str, str], interval: float) ->
                        sampler.processes, round(wall, 2))
 
 
-class Receiver:
-    """A webhook on loopback for the callback_sender child: answers 200 to any POST."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                owner.count += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def emulated_environment() -> tuple[Any, dict[str, str], dict]:
     """An emulator provisioned from the template, one bootstrap account; (emulator, env, account entry)."""
     sys.path.insert(0, str(ROOT))
@@ -475,7 +447,7 @@ def measure_all(args: argparse.Namespace) -> dict:
             raise RuntimeError(f"the worker's playbook on {hosts} host(s) failed: {found.result}")
         measurements[f"worker ({hosts} host{'s' if hosts > 1 else ''})"] = found
     emulator, environment, entry = emulated_environment()
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     try:
         env = {**base_env, **environment}
         log("api_handler")
