@@ -13,7 +13,7 @@ What is priced, and where each count comes from:
   EphemeralStorage, the heartbeat window, the KMS keys (and their rotation), the
   tables with point-in-time recovery, the SQS event sources. The Chalice functions' memory is not
   in that file until packaging: it is taken from .chalice/config.json (`lambda_memory_size`, the
-  function's, else the stage's, else the top level's), else Chalice's default 256 MB; the
+  function's entry in the stage, the stage's, the function's top-level entry, the top level's), else Chalice's default 256 MB; the
   output says which.
 - Counts, from real executions in local mode (common.LocalMode, with RUNNER_LOG_AWS_CALLS=1): a
   job (one host, a sealed SSH key, one RESULT callback to a receiver here) whose playbook sleeps
@@ -201,11 +201,14 @@ class Settings:
 
 
 def chalice_memory(name: str, config: dict, stage: str) -> tuple[int | None, str]:
-    """`lambda_memory_size` of a Chalice function: its own, else its stage's, else the top level's."""
+    """`lambda_memory_size` of a Chalice function, looked up as Chalice does (the stage's function
+    entry, the stage, the top level's function entry, the top level)."""
     stage_config = config.get("stages", {}).get(stage, {})
-    own = stage_config.get("lambda_functions", {}).get(name, {})
-    for where, scope in ((f"stages.{stage}.lambda_functions.{name}", own), (f"stages.{stage}", stage_config),
-                         ("top level", config)):
+    scopes = ((f"stages.{stage}.lambda_functions.{name}", stage_config.get("lambda_functions", {}).get(name, {})),
+              (f"stages.{stage}", stage_config),
+              (f"lambda_functions.{name}", config.get("lambda_functions", {}).get(name, {})),
+              ("top level", config))
+    for where, scope in scopes:
         if "lambda_memory_size" in scope:
             return int(scope["lambda_memory_size"]), f".chalice/config.json {where}"
     return None, ""
