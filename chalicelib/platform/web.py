@@ -15,6 +15,10 @@ from chalicelib.platform.paging import PageRequest, page_request
 logger = logging.getLogger("runner.http")
 
 MAX_BODY_BYTES = 256 * 1024
+# Objects and arrays nested deeper in a body are a 400. Past about 1000 levels the JSON decoder
+# itself fails (RecursionError); a little less parses, but a job stored so made reading it and
+# listing the account's jobs fail for good (500s).
+MAX_JSON_DEPTH = 64
 MAX_PAGE = 1_000_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100
@@ -60,17 +64,36 @@ def foreign_error_body(status: int, body: Any) -> dict:
 
 
 def parse_json_body(raw: bytes | None, required: bool = True) -> Any:
-    """The request's JSON document; InvalidRequest for malformed JSON, 413 for a huge body."""
+    """The request's JSON document; InvalidRequest for malformed JSON or one nested deeper than
+    MAX_JSON_DEPTH, 413 for a huge body."""
     if raw is not None and len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the request body exceeds {MAX_BODY_BYTES} bytes", "body")
     if raw is None or not raw.strip():
         if required:
             raise InvalidRequest("body", "a JSON object is required")
         return None
+    too_deep = InvalidRequest("body", f"nests objects and arrays more than {MAX_JSON_DEPTH} deep")
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("body", f"malformed JSON: {exc}") from None
+    except RecursionError:  # deeper than the decoder itself goes (about 1000 levels)
+        raise too_deep from None
+    if _nested_deeper_than(document, MAX_JSON_DEPTH):
+        raise too_deep
+    return document
+
+
+def _nested_deeper_than(document: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` deep in `document` (walked without recursion)."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _int_param(params: dict, name: str, default: Any, low: int, high: int) -> Any:

@@ -114,6 +114,25 @@ def test_malformed_bodies_are_400(client, raw, field):
     assert answer.status == 400 and answer.body["field"] == field
 
 
+def test_deeply_nested_bodies_are_400_not_500_and_never_stored(client):
+    # Found by hand while adding tests/functional/test_fuzz.py (schemathesis nests nothing that
+    # deep): a body nested past the JSON decoder's recursion limit was a 500 on every route with
+    # a body; a job nested a little less was stored, and from then on reading it and listing the
+    # account's jobs were 500s.
+    too_deep = b"[" * 5000 + b"]" * 5000
+    for path in ("/jobs/DEMO", "/authentication/login"):
+        answer = client.post(path, raw=too_deep)
+        assert (answer.status, answer.body["field"]) == (400, "body"), (path, answer.body)
+    nested = {}
+    for _ in range(930):
+        nested = {"a": nested}
+    answer = client.post("/jobs/DEMO", dict(JOB, hosts=[{"id": "localhost", "hostVars": {"deep": nested}}]))
+    assert (answer.status, answer.body["field"]) == (400, "body")
+    assert client.get("/jobs/DEMO").body["totalSize"] == 0
+    create(client, dict(JOB, hosts=[{"id": "localhost", "hostVars": {"vars": {"nested": {"as": ["usual"]}}}}]))
+    assert client.get("/jobs/DEMO").status == 200
+
+
 def test_bad_field_is_400_and_writes_nothing(client):
     answer = client.post("/jobs/DEMO", dict(JOB, executionTtl=-1))
     assert answer.status == 400 and answer.body == {

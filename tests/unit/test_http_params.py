@@ -2,7 +2,7 @@
 import pytest
 
 from chalicelib.platform.errors import InvalidRequest, PayloadTooLarge
-from chalicelib.platform.web import MAX_BODY_BYTES, bool_param, foreign_error_body, page_params, parse_json_body
+from chalicelib.platform.web import MAX_BODY_BYTES, MAX_JSON_DEPTH, bool_param, foreign_error_body, page_params, parse_json_body
 
 
 def test_page_defaults():
@@ -30,6 +30,17 @@ def test_malformed_json_names_the_body():
     with pytest.raises(InvalidRequest) as caught:
         parse_json_body(b"{oops")
     assert caught.value.field == "body"
+
+
+def test_bodies_nested_past_the_limit_are_400_naming_the_body():
+    at_limit = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert isinstance(parse_json_body(at_limit), list)
+    for raw in (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1),
+                b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1),
+                b"[" * 100_000):  # past the decoder's own recursion limit, not even well-formed
+        with pytest.raises(InvalidRequest) as caught:
+            parse_json_body(raw)
+        assert caught.value.field == "body"
 
 
 def test_huge_bodies_are_refused():

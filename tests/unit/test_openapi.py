@@ -126,6 +126,7 @@ def test_the_documented_limits_are_those_the_code_enforces(spec):
     assert tuple(callback["enum"]) == jobspec.CALLBACK_LEVELS
     assert schemas["Masked"]["const"] == MASK
     assert str(http.MAX_BODY_BYTES) in spec["components"]["responses"]["PayloadTooLarge"]["description"]
+    assert f"may nest at most {http.MAX_JSON_DEPTH}" in " ".join(spec["info"]["description"].split())
     assert parameters["offset"]["schema"]["maximum"] == http.MAX_LOG_OFFSET
     assert parameters["cursor"]["schema"]["maxLength"] == paging.MAX_CURSOR_CHARS
     for path in ("/jobs/{accountAlias}/{jobId}/executions/{executionId}/events",
