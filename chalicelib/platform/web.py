@@ -9,7 +9,7 @@ from typing import Any, Callable
 from chalice import Response
 
 from chalicelib.auth import roles
-from chalicelib.platform.errors import Forbidden, InvalidRequest, PayloadTooLarge, RunnerError, Unauthenticated
+from chalicelib.platform.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge, RunnerError, Unauthenticated
 from chalicelib.platform.paging import PageRequest, page_request
 
 logger = logging.getLogger("runner.http")
@@ -30,6 +30,9 @@ _FOREIGN_CODES = {
     405: "MethodNotAllowed", 409: "Conflict", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
     422: "Unprocessable", 429: "TooManyRequests", 500: "InternalError", 502: "InternalError", 503: "Unavailable",
 }
+
+
+MAX_KEY_BYTES = 1024  # DynamoDB's limit for a sort key value (2048 for a partition key)
 
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -180,6 +183,10 @@ def api(view: Callable[..., Any], request_getter: Callable[[], Any], route: str,
     @functools.wraps(view)
     def wrapped(**kwargs: Any) -> Any:
         try:
+            for name, value in kwargs.items():
+                # DynamoDB refuses (ValidationException) a key value over 1024 bytes: no such item.
+                if len(str(value).encode("utf-8")) > MAX_KEY_BYTES:
+                    raise NotFound(f"no {name} is longer than {MAX_KEY_BYTES} bytes", name)
             if needed != roles.PUBLIC:
                 request = request_getter()
                 if "accountAlias" in kwargs and caller_account(request) != kwargs["accountAlias"]:

@@ -374,3 +374,11 @@ def test_each_route_makes_the_fewest_aws_calls(client):
     # Its schedules are read to go in the same transaction, and again for one made meanwhile.
     assert calls_of(lambda: client.delete(f"/jobs/DEMO/{job['id']}")) == AUTHORIZER + [
         "dynamodb.Query", "dynamodb.TransactWriteItems", "dynamodb.Query"]
+
+
+def test_an_id_longer_than_a_dynamodb_key_is_404_naming_it(client):
+    # DynamoDB would refuse the read itself (ValidationException); no such job can exist.
+    answer = client.get(f"/jobs/DEMO/{'j' * 1025}")
+    assert answer.status == 404 and answer.body["field"] == "jobId"
+    answer = client.get(f"/jobs/DEMO/{'j' * 1025}/executions/{'e' * 10}")
+    assert answer.status == 404
