@@ -17,7 +17,7 @@ from chalicelib.executions.service import RUN_KEY_DEFAULT, ExecutionService, run
 from chalicelib.jobs.service import JobService
 from chalicelib.jobs.spec import SECRET_DEFAULT_KEY, SECRET_REPO_KEY, SECRET_REPO_PASSWORD, host_key_path
 from chalicelib.callbacks.notices import Notifier
-from chalicelib.executions.tasks import end_task, queue_output, run_output
+from chalicelib.executions.tasks import TaskMessage, end_task, queue_output, run_output
 from chalicelib.platform.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
 from runner_lambda.playbook import PlaybookRun, run_playbook
@@ -32,25 +32,11 @@ from runner_lambda.workspace import Workspace, WorkspaceError, build_inventory
 logger = logging.getLogger("runner.worker")
 
 
-@dataclass(frozen=True)
-class RunMessage:
-    """The run queue's message: which attempt of which execution, and the token of the workflow's Queue task.
-
-    The Queue task only waits for a claim. The Run task, whose heartbeats watch the run, starts
-    after it; its token reaches the worker through the execution's row (chalicelib/executions/handoff.py).
-    """
-
-    account_alias: str
-    job_id: str
-    execution_id: str
-    attempt: int
-    task_token: str
-
-    @classmethod
-    def parse(cls, body: str) -> "RunMessage":
-        data = json.loads(body)
-        return cls(data["accountAlias"], data["jobId"], data["executionId"], int(data["attempt"]),
-                   data["taskToken"])
+# The run queue's message: which attempt of which execution, and the token of the workflow's
+# Queue task. The Queue task only waits for a claim; the Run task, whose heartbeats watch the run,
+# starts after it, and its token reaches the worker through the execution's row
+# (chalicelib/executions/handoff.py).
+RunMessage = TaskMessage
 
 
 @dataclass

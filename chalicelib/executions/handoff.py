@@ -26,15 +26,13 @@ the task to its heartbeat would hold a run slot of the account for a whole windo
 """
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib.executions import states
-from chalicelib.executions.tasks import end_task, run_output
+from chalicelib.executions.tasks import TaskMessage, end_task, run_output
 from chalicelib.platform import models
 from chalicelib.platform.models import Execution
 from chalicelib.platform.storage import condition_failed
@@ -46,21 +44,8 @@ ENDED = "ended"  # the attempt had ended: the handoff ended the Run task with it
 SUPERSEDED = "superseded"  # another attempt (or no execution) by now: the Run task ended without a status
 
 
-@dataclass(frozen=True)
-class Handoff:
-    """The handoff queue's message: the `Run` task token of one attempt."""
-
-    account_alias: str
-    job_id: str
-    execution_id: str
-    attempt: int
-    run_token: str
-
-    @classmethod
-    def parse(cls, body: str) -> "Handoff":
-        data = json.loads(body)
-        return cls(data["accountAlias"], data["jobId"], data["executionId"], int(data["attempt"]),
-                   data["taskToken"])
+# The handoff queue's message: the `Run` task token of one attempt.
+Handoff = TaskMessage
 
 
 class RunHandoff:
@@ -74,7 +59,7 @@ class RunHandoff:
         models.bind()
         try:
             Execution(handoff.job_id, handoff.execution_id).update(
-                actions=[Execution.run_token.set(handoff.run_token)],
+                actions=[Execution.run_token.set(handoff.task_token)],
                 condition=(Execution.attempt == handoff.attempt) & Execution.status.is_in(*states.ACTIVE))
             logger.info("execution %s attempt %d: run token stored", handoff.execution_id, handoff.attempt)
             return STORED
@@ -85,14 +70,14 @@ class RunHandoff:
             current = Execution.get(handoff.job_id, handoff.execution_id, consistent_read=True,
                                     attributes_to_get=["status", "attempt"])
         except DoesNotExist:
-            end_task(self._sfn, handoff.run_token, run_output(handoff.execution_id, handoff.attempt, None))
+            end_task(self._sfn, handoff.task_token, run_output(handoff.execution_id, handoff.attempt, None))
             return SUPERSEDED
         if int(current.attempt) != handoff.attempt:
-            end_task(self._sfn, handoff.run_token, run_output(handoff.execution_id, handoff.attempt, None,
+            end_task(self._sfn, handoff.task_token, run_output(handoff.execution_id, handoff.attempt, None,
                                                               restartedAs=int(current.attempt)))
             return SUPERSEDED
         # The same attempt, and the condition failed: it is no longer active, so it has ended.
-        end_task(self._sfn, handoff.run_token, run_output(handoff.execution_id, handoff.attempt, current.status))
+        end_task(self._sfn, handoff.task_token, run_output(handoff.execution_id, handoff.attempt, current.status))
         logger.info("execution %s attempt %d had ended (%s) before its handoff", handoff.execution_id,
                     handoff.attempt, current.status)
         return ENDED

@@ -10,11 +10,30 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 logger = logging.getLogger("runner.executions")
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """What both waiting states send with their token (the same shape on both queues): which
+    attempt of which execution, and the task token that ends the state."""
+
+    account_alias: str
+    job_id: str
+    execution_id: str
+    attempt: int
+    task_token: str
+
+    @classmethod
+    def parse(cls, body: str) -> "TaskMessage":
+        data = json.loads(body)
+        return cls(data["accountAlias"], data["jobId"], data["executionId"], int(data["attempt"]),
+                   data["taskToken"])
+
 
 # What Step Functions answers for the token of a task that is over: it timed out (its heartbeat
 # or its bound), it was ended already, or its workflow is gone.

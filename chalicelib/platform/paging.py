@@ -7,7 +7,8 @@ a client that passes it back (`?cursor=...`) makes each page read only itself.
 
 API Gateway gets the API's answer from Lambda as a JSON document whose `body` is a string, and
 Lambda refuses a response over 6 MB *as that document*: quotes, backslashes and control
-characters of the body are escaped once more there, non-ASCII characters may become `\\uXXXX`.
+characters of the body are escaped once more there, and a non-ASCII character may become a
+six-character `\\u` escape.
 `wire_size` is that size, and MAX_RESPONSE_BYTES bounds it for every answer that could grow.
 """
 from __future__ import annotations
