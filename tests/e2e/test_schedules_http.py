@@ -133,7 +133,8 @@ def test_a_date_ten_seconds_ahead_runs_exactly_once_at_or_after_its_time(setup):
                             "the schedule never completed")
     assert got["nextRuns"] == []
     assert got["lastRun"] == {"fireTime": iso(when), "executionId": found[0]["execution_id"]}
-    assert executions(api, job) == found
+    # The same one execution (its status moves on as it runs, so compare which, not how it stands).
+    assert [e["execution_id"] for e in executions(api, job)] == [e["execution_id"] for e in found]
 
 
 def test_an_update_moves_the_next_run(setup):
