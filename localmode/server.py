@@ -18,14 +18,14 @@ from chalicelib.platform import models
 from chalicelib.platform import wiring as services
 from chalicelib.platform.config import get_settings, reset_settings
 from localmode.bootstrap import bootstrap_accounts, parse_accounts, previous_passwords
-from localmode.emulator import LOCAL_PREFIX, EmulatorProcess, emulator_environment, new_access_key, tune_gc
+from localmode.emulator import LOCAL_PREFIX, MOTO_ACCOUNT_ID, EmulatorProcess, emulator_environment, new_access_key, tune_gc
 from localmode.examples import example_repository
 from localmode.gateway import RunnerRequestHandler
 from localmode.queue_poller import QueuePoller
 from localmode.schedule_tick import LocalScheduler
 from localmode.sandbox import SandboxPlan, make_plan, unavailable_reason
 from localmode.workers import DEFAULT_WORKERS, WorkerPool
-from localmode.workflow_events import WorkflowEndWatcher
+from localmode.workflow_events import WorkflowEndWatcher, scheduled_event
 from localmode.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
 )
@@ -247,7 +247,7 @@ class LocalRunner:
                                                   slot_release, UNFINISHED)
         self.workflow_events.start()
         every = _positive_int("RUNNER_SLOT_RECONCILE_SECONDS", SLOT_RECONCILE_SECONDS)
-        threading.Thread(target=self._every, args=(every, lambda: slot_reconciler({}), "slot reconciler"),
+        threading.Thread(target=self._every, args=(every, lambda: slot_reconciler(scheduled_event(settings.region, MOTO_ACCOUNT_ID), None), "slot reconciler"),
                          name="slot-reconciler", daemon=True).start()
 
     def _every(self, seconds: int, action, name: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from localmode import invocations
@@ -23,9 +25,11 @@ def status_change_event(execution: dict, region: str, account: str) -> dict:
     def epoch_ms(value: Any) -> int | None:
         return int(value.timestamp() * 1000) if value is not None else None
 
+    ended = execution.get("stopDate") or datetime.now(timezone.utc)
     return {
-        "version": "0", "id": execution["executionArn"], "detail-type": DETAIL_TYPE, "source": "aws.states",
-        "account": account, "region": region, "resources": [execution["executionArn"]],
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": DETAIL_TYPE, "source": "aws.states",
+        "account": account, "region": region, "time": ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "resources": [execution["executionArn"]],
         "detail": {
             "executionArn": execution["executionArn"], "stateMachineArn": execution["stateMachineArn"],
             "name": execution["name"], "status": execution["status"],
@@ -33,6 +37,13 @@ def status_change_event(execution: dict, region: str, account: str) -> dict:
             "input": execution.get("input"), "output": execution.get("output"),
         },
     }
+
+
+def scheduled_event(region: str, account: str) -> dict:
+    """The event EventBridge passes a function on a schedule (Chalice's `@app.schedule`)."""
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": account, "region": region, "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "resources": [], "detail": {}}
 
 
 class WorkflowEndWatcher:

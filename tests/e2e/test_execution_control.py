@@ -38,6 +38,10 @@ LONG = """- hosts: all
       shell: "sleep {{ seconds | default(60) }} & sleep {{ seconds | default(60) }}"
 """
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 1\n"
+# The FIFO test's run, and how far apart two runs granted slots at the same moment may start (their
+# run messages reach the workers in any order): a run of it takes twice as long at the very least.
+PACED = "- hosts: all\n  gather_facts: false\n  tasks:\n    - command: sleep 3\n"
+SLACK_MS = 1500
 # The heartbeat window: a lost worker is noticed once it is over, so it bounds the lost-worker test's
 # length; a live worker beats every quarter of it, from the moment the run handoff gives it the
 # Run task's token, so it must cover that handoff on a loaded 2-core machine. (Waiting in the run
@@ -61,7 +65,7 @@ def control(tmp_path_factory):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("control-repo") / "plays"
-    make_repo(path, {"sleeps.yml": SLEEPS, "long.yml": LONG, "quick.yml": QUICK})
+    make_repo(path, {"sleeps.yml": SLEEPS, "long.yml": LONG, "quick.yml": QUICK, "paced.yml": PACED})
     return path
 
 
@@ -249,6 +253,64 @@ def test_never_more_than_four_run_at_once_and_all_end(control, repo):
     assert statuses == ["SUCCESS"] * 6, [(run.get()["status"], run.get()["status_reason"]) for run in runs]
     most = max(sum(status in ("INITIALIZING", "RUNNING") for status in taken) for taken in samples)
     assert most <= 4, most
+
+
+def running_at_once(timers: list[dict]) -> int:
+    """The most timers (claim to end) open at one instant."""
+    moments = sorted([(timer["start"], 1) for timer in timers] + [(timer["end"], -1) for timer in timers])
+    most = current = 0
+    for _, step in moments:  # at a tie, an end (-1) sorts before a start: a slot handed over is not two
+        current += step
+        most = max(most, current)
+    return most
+
+
+def slots_held(control: LocalMode) -> list[str]:
+    """The run slot entries of account DEMO (holders, waiters): none once every workflow has ended."""
+    items = control.aws("dynamodb").query(
+        TableName=control.emulator_environment()["RUNNER_SLOTS_TABLE"], ConsistentRead=True,
+        KeyConditionExpression="accountAlias = :account", ExpressionAttributeValues={":account": {"S": "DEMO"}})
+    return [item["entry"]["S"] for item in items["Items"] if not item["entry"]["S"].startswith("next")]
+
+
+def test_queued_runs_start_first_in_first_out_four_at_a_time(control, repo):
+    # GIVEN twelve executions started one after the other, while four run slots are free
+    api = control.client("DEMO")
+    runs = [Run(api, repo, "paced.yml") for _ in range(12)]
+    # WHEN they all end
+    ended = [run.wait_final(timeout=180) for run in runs]
+    # THEN every one succeeded, no more than four ran at any instant,
+    assert [execution["status"] for execution in ended] == ["SUCCESS"] * 12, [e["status_reason"] for e in ended]
+    timers = [execution["timers"][0] for execution in ended]
+    assert running_at_once(timers) <= 4
+    # AND they started in the order they were submitted: each waited for a slot behind every earlier
+    # one. Four granted together leave the run queue in any order, hence the slack, far below one run.
+    starts = [timer["start"] for timer in timers]
+    late = [(earlier, later) for later in range(12) for earlier in range(later)
+            if starts[later] < starts[earlier] - SLACK_MS]
+    assert not late, f"started before an earlier submission: {late} (starts {starts})"
+    wait_until(lambda: slots_held(control) == [], message="a run slot is still held after every run ended")
+
+
+def test_a_workflow_killed_mid_run_gives_its_slot_back(control, repo):
+    # GIVEN every run slot of the account taken, and one execution waiting for one
+    api = control.client("DEMO")
+    blockers = [Run(api, repo, "long.yml", properties={"seconds": 40}) for _ in range(4)]
+    for blocker in blockers:
+        blocker.wait(lambda current: current["status"] == "RUNNING")
+    waiting = Run(api, repo, "quick.yml")
+    wait_until(lambda: control.waiting_for_slot(waiting.id), message="the fifth execution never waited for a slot")
+    # WHEN the workflow of one running execution is aborted (it never reaches its ReleaseSlot)
+    control.aws("stepfunctions").stop_execution(executionArn=control.workflow(blockers[0].id)["executionArn"],
+                                                error="Test", cause="a workflow killed mid-run")
+    # THEN its slot comes back and goes to the waiting execution, which runs while the others still run
+    assert waiting.wait_final(timeout=120)["status"] == "SUCCESS"
+    assert [blocker.get()["status"] for blocker in blockers[1:]] == ["RUNNING"] * 3
+    for blocker in blockers:
+        blocker.post("kill")
+    for blocker in blockers:
+        blocker.wait_final()
+    wait_until(lambda: slots_held(control) == [], message="a run slot is still held after every run ended")
 
 
 def test_races_end_in_exactly_one_final_status(control, repo):
