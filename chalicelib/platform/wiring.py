@@ -40,6 +40,7 @@ def reset() -> None:
     webhook_secrets.cache_clear()
     sender.cache_clear()
     run_handoff.cache_clear()
+    idempotency.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -100,3 +101,11 @@ def run_handoff():
     from chalicelib.executions.handoff import RunHandoff
 
     return RunHandoff(aws.client("stepfunctions"))
+
+
+@lru_cache(maxsize=1)
+def idempotency():
+    """Idempotency keys of the POST routes that create (chalicelib/platform/idempotency.py)."""
+    from chalicelib.platform.idempotency import Idempotency
+
+    return Idempotency()
