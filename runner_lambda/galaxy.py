@@ -295,13 +295,14 @@ def unpack(data: bytes, directory: Path) -> None:
 class InstallCache:
     """Installed requirements by cache key: /tmp while the environment is warm, S3 when a bucket is set."""
 
-    def __init__(self, s3: Any = None, bucket: str = "", max_bytes: int = TMP_CACHE_BYTES) -> None:
+    def __init__(self, s3: Any = None, bucket: str = "", max_bytes: int = TMP_CACHE_BYTES,
+                 directory: Path | None = None) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._max_bytes = max_bytes
         # A directory of this process's own; what is in it counts only if listed here (key ->
         # SHA-256 of the tarball), in memory the playbook cannot reach.
-        self.directory = SCRATCH / f"runner-galaxy-cache-{os.getpid()}"
+        self.directory = directory or SCRATCH / f"runner-galaxy-cache-{os.getpid()}"
         self._digests: dict[str, str] = {}
         self._used: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -462,9 +463,11 @@ def playbook_environment(installed: Installed | None, project: Path) -> dict[str
 
 
 def _error_lines(output: str) -> str:
+    """galaxy's error: from its first error line on (its explanation follows it), without warnings."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    chosen = [line for line in lines if re.search(r"ERROR|NOT installed|fatal|failed", line)] or lines[-3:]
-    return "; ".join(chosen)
+    first = next((index for index, line in enumerate(lines)
+                  if re.search(r"ERROR|NOT installed|fatal|failed", line)), max(0, len(lines) - 3))
+    return "; ".join(line for line in lines[first:] if not line.startswith("[WARNING]"))
 
 
 class GalaxyInstaller:
@@ -517,6 +520,8 @@ class GalaxyInstaller:
             "ANSIBLE_LOCAL_TEMP": str(temp / "ansible"), "ANSIBLE_CONFIG": str(config),
             "ANSIBLE_GALAXY_SERVER": GALAXY_SERVER, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_GALAXY_DISPLAY_PROGRESS": "False",
+            # ansible refuses to start without a UTF-8 locale (git's environment has LC_ALL=C).
+            "LC_ALL": "C.UTF-8",
             # As the checkout's own git: no redirect may send git (and a password) elsewhere.
             "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.followRedirects", "GIT_CONFIG_VALUE_0": "false",
         })
