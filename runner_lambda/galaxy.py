@@ -12,11 +12,15 @@ resolved to.
 
 Installs are cached as gzipped tarballs: in a directory of `/tmp` while the environment is warm,
 and in the stack's S3 bucket when there is one, so that a cold worker does not install again.
-A playbook runs as the worker's user and can write to `/tmp`, so the directory is never trusted
-as it is: the worker keeps each tarball's SHA-256 in its own memory (closed to the playbook, see
-isolation.close_worker) and uses a cached tarball only if its bytes still have it; between runs
-everything in the directory that the worker did not write is removed. The S3 copy is written
-before the playbook starts, with credentials the playbook never sees.
+A playbook runs as the worker's user and can read and write `/tmp`, and the next run may be
+another account's (whose private roles must stay private), so the directory is never trusted
+as it is: each tarball there is sealed with AES-256-GCM under a key that lives only in the
+worker's memory (closed to the playbook, see isolation.close_worker), its cache key as
+associated data; one that does not open, or whose SHA-256 is not the one remembered, is
+dropped; between runs everything in the directory that the worker did not write is removed.
+The S3 copy is written before the playbook starts, with credentials the playbook never sees; a
+worker finds it only under the hash of content and commits it could resolve itself (a private
+git source resolves only with credentials for it).
 
 Known limits: what galaxy pulls in as dependencies of the roles and collections named here is
 not checked one by one; it is bounded by the transports git may use (GIT_ALLOW_PROTOCOL) and by
@@ -45,6 +49,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chalicelib.jobs.spec import validate_repository_url
 from chalicelib.platform.config import RepositoryRules
@@ -302,7 +308,8 @@ class InstallCache:
         self._max_bytes = max_bytes
         # A directory of this process's own; what is in it counts only if listed here (key ->
         # SHA-256 of the tarball), in memory the playbook cannot reach.
-        self.directory = directory or SCRATCH / f"runner-galaxy-cache-{os.getpid()}"
+        self.directory = directory or SCRATCH / f"galaxy-cache-{os.getpid()}"
+        self._sealing = AESGCM(AESGCM.generate_key(bit_length=256))
         self._digests: dict[str, str] = {}
         self._used: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -315,7 +322,7 @@ class InstallCache:
         with self._lock:
             digest = self._digests.get(key)
         if digest is not None:
-            data = self._read_tmp(key)
+            data = self._open(key, self._read_tmp(key))
             if data is not None and hashlib.sha256(data).hexdigest() == digest:
                 self._used[key] = time.monotonic()
                 return data, "tmp"
@@ -352,7 +359,19 @@ class InstallCache:
         except OSError:
             return None
         with os.fdopen(fd, "rb") as handle:
-            return handle.read(self._max_bytes + 1)
+            return handle.read(self._max_bytes + 64)
+
+    def _seal(self, key: str, data: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._sealing.encrypt(nonce, data, key.encode("ascii"))
+
+    def _open(self, key: str, sealed: bytes | None) -> bytes | None:
+        if sealed is None or len(sealed) < 12:
+            return None
+        try:
+            return self._sealing.decrypt(sealed[:12], sealed[12:], key.encode("ascii"))
+        except InvalidTag:
+            return None
 
     def _keep(self, key: str, data: bytes) -> None:
         if len(data) > self._max_bytes:
@@ -364,7 +383,7 @@ class InstallCache:
                 temporary = self.directory / f".{key}.{os.getpid()}.part"
                 fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                    handle.write(self._seal(key, data))
                 os.replace(temporary, self._path(key))
             except OSError as exc:
                 logger.warning("galaxy cache: /tmp write failed: %s", exc)

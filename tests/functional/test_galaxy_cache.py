@@ -38,6 +38,18 @@ def test_a_tarball_changed_in_tmp_is_never_used(tmp_path):
     assert not (tmp_path / "cache" / "k1.tar.gz").exists()
 
 
+def test_what_tmp_holds_is_sealed_for_this_worker_only(tmp_path):
+    # The next run may be another account's playbook, reading /tmp: it finds no role's content.
+    cache = InstallCache(directory=tmp_path / "cache")
+    data = tarball(tmp_path)
+    cache.put("k1", data)
+    stored = (tmp_path / "cache" / "k1.tar.gz").read_bytes()
+    assert b"debug: msg=hi" not in stored and data not in stored
+    assert InstallCache(directory=tmp_path / "cache").get("k1") is None  # another process: no key to open it
+    (tmp_path / "cache" / "k2.tar.gz").write_bytes(stored)  # moved under another key: does not open either
+    assert cache.get("k1") == (data, "tmp")
+
+
 def test_between_runs_only_what_the_worker_wrote_stays(tmp_path):
     cache = InstallCache(directory=tmp_path / "cache")
     data = tarball(tmp_path)
@@ -51,7 +63,8 @@ def test_between_runs_only_what_the_worker_wrote_stays(tmp_path):
 
 def test_the_tmp_cache_evicts_the_least_recently_used(tmp_path):
     data = tarball(tmp_path)
-    cache = InstallCache(directory=tmp_path / "cache", max_bytes=2 * len(data) + 10)
+    sealed = len(data) + 28  # nonce and tag
+    cache = InstallCache(directory=tmp_path / "cache", max_bytes=2 * sealed + 10)
     cache.put("old", data)
     cache.put("used", data)
     assert cache.get("old")
