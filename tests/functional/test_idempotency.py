@@ -50,15 +50,13 @@ def test_without_a_key_every_request_creates(client):
     assert jobs_of(client) == 2
 
 
-@pytest.mark.parametrize("value", ["", "x" * 256, "caf\u00e9", "tab\there"])
-def test_a_malformed_key_is_400_naming_the_header(client, value):
-    answer = client.post("/jobs/DEMO", job_body(), headers={KEY: value})
-    assert answer.status == 400
-    assert answer.body["code"] == "InvalidRequest" and answer.body["field"] == KEY
+def test_a_malformed_key_is_400_naming_the_header(client):
+    for value in ("", "x" * 256, "caf\u00e9", "tab\there"):
+        answer = client.post("/jobs/DEMO", job_body(), headers={KEY: value})
+        assert answer.status == 400, value
+        assert answer.body["code"] == "InvalidRequest" and answer.body["field"] == KEY
     assert jobs_of(client) == 0
-
-
-def test_the_longest_key_and_every_printable_character_are_accepted(client):
+    # The longest key, and every printable character, are keys.
     assert client.post("/jobs/DEMO", job_body(), headers={KEY: "k" * 255}).status == 201
     printable = "".join(chr(code) for code in range(0x20, 0x7F))
     assert client.post("/jobs/DEMO", job_body(), headers={KEY: printable}).status == 201
