@@ -24,6 +24,7 @@ from chalicelib.platform.web import (
     parse_json_body, reshape_foreign_errors,
 )
 from chalicelib.platform.web import api as _api
+from chalicelib.platform.web import idempotent as _idempotent
 from chalicelib.auth.tokens import bearer_token, issue_token, verify_token
 
 app = Chalice(app_name="runner")
@@ -36,13 +37,16 @@ OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "platform" / "op
 BODY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
 
 
-def route(path, method):
+def route(path, method, idempotent=False):
     """Register a view with the role chalicelib/auth/roles.py gives it (a route it does not name
-    fails here): token-guarded unless PUBLIC, path account and role checked, errors mapped."""
+    fails here): token-guarded unless PUBLIC, path account and role checked, errors mapped;
+    `idempotent`: an Idempotency-Key header replays the first answer of that key."""
     needed = roles.required_role(method, path)
 
     def register(view):
-        wrapped = _api(view, lambda: app.current_request, f"{method} {path}", needed)
+        handler = _idempotent(view, lambda: app.current_request, method, path, services.idempotency) \
+            if idempotent else view
+        wrapped = _api(handler, lambda: app.current_request, f"{method} {path}", needed)
         return app.route(path, methods=[method], content_types=BODY_TYPES,
                          authorizer=None if needed == roles.PUBLIC else token_authorizer)(wrapped)
     return register
@@ -97,7 +101,7 @@ def login():
             "roles": list(principal.roles), "bearerToken": token}
 
 
-@route("/jobs/{accountAlias}", "POST")
+@route("/jobs/{accountAlias}", "POST", idempotent=True)
 def create_job(accountAlias):
     immediate = bool_param(query(), "immediate")
     job = services.job_service().create(accountAlias, body())
@@ -136,7 +140,7 @@ def _start_if(immediate, account, job_id):
     return {"X-Runner-Execution-Id": execution["execution_id"]}
 
 
-@route("/jobs/{accountAlias}/{jobId}/start", "POST")
+@route("/jobs/{accountAlias}/{jobId}/start", "POST", idempotent=True)
 def start_job(accountAlias, jobId):
     execution = services.execution_service().start(accountAlias, jobId, body(required=False),
                                                    caller_name(app.current_request))
@@ -154,7 +158,7 @@ def get_execution(accountAlias, jobId, executionId):
     return services.execution_service().get(accountAlias, jobId, executionId)
 
 
-@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/restart", "POST")
+@route("/jobs/{accountAlias}/{jobId}/executions/{executionId}/restart", "POST", idempotent=True)
 def restart_execution(accountAlias, jobId, executionId):
     execution = services.execution_service().restart(accountAlias, jobId, executionId, body(required=False))
     return json_response(execution, 202)

@@ -67,6 +67,7 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
     # Queues, state machines, schedule groups: the names the template's Globals give the functions.
     groups = resources(template, "AWS::Scheduler::ScheduleGroup")
     queues = resources(template, "AWS::SQS::Queue")
+    buckets = resources(template, "AWS::S3::Bucket")
     for variable, logical_id in function_references(template).items():
         if logical_id in queues:
             env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{queue_name(table_prefix, logical_id, queues[logical_id])}"
@@ -74,12 +75,19 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
             env[variable] = f"arn:aws:states:{region}:{MOTO_ACCOUNT_ID}:stateMachine:{table_prefix}{logical_id}"
         elif logical_id in groups:
             env[variable] = f"{table_prefix}{logical_id}"  # on AWS, a name CloudFormation generates
+        elif logical_id in buckets:
+            env[variable] = bucket_name(table_prefix, logical_id)
     for variable, logical_id in function_arn_attributes(template).items():
         if logical_id in resources(template, "AWS::IAM::Role"):
             env[variable] = f"arn:aws:iam::{MOTO_ACCOUNT_ID}:role/{table_prefix}{logical_id}"
     # No Lambda runs here: the local scheduler calls the trigger handler itself for this target.
     env["RUNNER_TRIGGER_FUNCTION_ARN"] = f"arn:aws:lambda:{region}:{MOTO_ACCOUNT_ID}:function:{table_prefix}ScheduleTrigger"
     return env
+
+
+def bucket_name(prefix: str, logical_id: str) -> str:
+    """The emulator's name of a template bucket (S3 names are lower case)."""
+    return f"{prefix}{logical_id}".lower()
 
 
 def function_references(template: dict) -> dict[str, str]:
@@ -264,7 +272,7 @@ def serve_emulator(port: int, region: str, state: EmulatorState | None) -> tuple
 
 def provision(client: Callable[[str], Any], region: str, template: dict, settings: Settings,
               state: EmulatorState | None, prefix: str = LOCAL_PREFIX) -> EmulatorState:
-    """Create the template's tables, queues, state machines, schedule groups and KMS key in moto."""
+    """Create the template's tables, queues, buckets, state machines, schedule groups and KMS key in moto."""
     dynamodb = client("dynamodb")
     for logical_id, properties in resources(template, "AWS::DynamoDB::Table").items():
         dynamodb.create_table(**create_table_request(properties, settings.table(logical_id)))
@@ -273,6 +281,9 @@ def provision(client: Callable[[str], Any], region: str, template: dict, setting
             dynamodb.update_time_to_live(TableName=settings.table(logical_id), TimeToLiveSpecification=ttl)
     _create_queues(client("sqs"), region, prefix, template)
     _create_state_machines(client("stepfunctions"), prefix, template)
+    s3 = client("s3")
+    for logical_id in resources(template, "AWS::S3::Bucket"):
+        s3.create_bucket(Bucket=bucket_name(prefix, logical_id))
     scheduler = client("scheduler")
     for logical_id in resources(template, "AWS::Scheduler::ScheduleGroup"):
         scheduler.create_schedule_group(Name=f"{prefix}{logical_id}")

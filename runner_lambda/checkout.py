@@ -75,10 +75,11 @@ class Checkout:
             # Only these transports, for the repository and any submodule: never ext::, fd::, ...
             "GIT_ALLOW_PROTOCOL": ":".join(self._protocols),
         })
-        if self.url.startswith("file://"):
-            # Local mode only: a file:// repository belongs to the host's user, not the worker's
-            # (the sandbox runs it as Lambda's user); git refuses such a repository by default.
-            # safe.directory counts only in protected (global or system) configuration.
+        if "file" in self._protocols:
+            # Local mode only: a file:// repository (the job's, or a Galaxy requirement's) belongs
+            # to the host's user, not the worker's (the sandbox runs it as Lambda's user); git
+            # refuses such a repository by default. safe.directory counts only in protected
+            # (global or system) configuration.
             trusting = self._scratch / "gitconfig"
             trusting.write_text("[safe]\n\tdirectory = *\n", encoding="utf-8")
             env["GIT_CONFIG_GLOBAL"] = str(trusting)
@@ -106,6 +107,15 @@ class Checkout:
             ssh += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
         env["GIT_SSH_COMMAND"] = " ".join(ssh)
         return env
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """A copy of git's environment: the same transports, credentials for the same host only."""
+        return dict(self._env)
+
+    def ls_remote(self, url: str, refs: list[str]) -> str:
+        """`git ls-remote` of another repository (a Galaxy requirement's), with this checkout's rules."""
+        return self.git("ls-remote", "--", url, *refs, cwd=self._scratch)
 
     def git(self, *args: str, cwd: Path | None = None, check: bool = True) -> str:
         """Run git; CheckoutError with git's own (masked) words when it fails."""

@@ -13,6 +13,7 @@ from chalicelib.platform import aws
 from chalicelib.platform.config import get_settings
 from chalicelib.platform.wiring import execution_service, job_service, notifier
 from runner_lambda.isolation import EnvironmentTainted, close_worker, reset_environment
+from runner_lambda.galaxy import InstallCache
 from runner_lambda.processes import become_subreaper
 from runner_lambda.worker import Attempt, Dependencies, RunMessage
 
@@ -22,8 +23,11 @@ logger = logging.getLogger("runner.worker")
 @lru_cache(maxsize=1)
 def dependencies() -> Dependencies:
     """The worker's clients, built on first use."""
-    return Dependencies(settings=get_settings(), jobs=job_service(), executions=execution_service(),
-                        stepfunctions=aws.client("stepfunctions"), notifier=notifier())
+    settings = get_settings()
+    bucket = settings.galaxy_cache_bucket
+    return Dependencies(settings=settings, jobs=job_service(), executions=execution_service(),
+                        stepfunctions=aws.client("stepfunctions"), notifier=notifier(),
+                        galaxy_cache=InstallCache(aws.client("s3") if bucket else None, bucket))
 
 
 _context: dict = {"lambda": None}
@@ -41,8 +45,11 @@ def run_record(record: SQSRecord) -> str:
 
 def _leave_nothing() -> None:
     """Clean the environment between runs; one that cannot be cleaned serves no further run."""
+    cache = dependencies().galaxy_cache
     try:
-        reset_environment()
+        reset_environment(keep=(cache.directory.name,) if cache is not None else ())
+        if cache is not None:
+            cache.prune()  # what a playbook put into the kept cache directory goes too
     except EnvironmentTainted as exc:
         # Exiting discards the environment (Lambda starts a fresh one; local mode, a fresh
         # sandbox). The attempt's result is already reported; a redelivered message is a duplicate.

@@ -121,17 +121,18 @@ def kill_strays() -> list[int]:
     return [process.pid for process in _strays() if process.status() != psutil.STATUS_ZOMBIE]
 
 
-def empty_scratch(root: Path = SCRATCH) -> list[str]:
-    """Remove everything of this user in /tmp; answer what could not be removed.
+def empty_scratch(root: Path = SCRATCH, keep: tuple[str, ...] = ()) -> list[str]:
+    """Remove everything of this user in /tmp but the entries named in `keep`; answer what could not be removed.
 
     Entries of other users are not a run's: it cannot make them (no setuid, no new privileges),
-    and in local mode's sandbox they are the read-only paths it binds there.
+    and in local mode's sandbox they are the read-only paths it binds there. What is kept (the
+    Galaxy install cache) is checked by its owner (runner_lambda/galaxy.py InstallCache.prune).
     """
     left = []
     uid = os.getuid()
     for entry in list(root.iterdir()) if root.is_dir() else []:
         try:
-            if entry.lstat().st_uid != uid:
+            if entry.name in keep or entry.lstat().st_uid != uid:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -142,11 +143,12 @@ def empty_scratch(root: Path = SCRATCH) -> list[str]:
     return left
 
 
-def reset_environment() -> None:
-    """Leave nothing of one run for the next: raise EnvironmentTainted if anything survives."""
+def reset_environment(keep: tuple[str, ...] = ()) -> None:
+    """Leave nothing of one run for the next (but the /tmp entries named in `keep`): raise
+    EnvironmentTainted if anything survives."""
     if not owns_environment():
         return
     survivors = kill_strays()
-    left = empty_scratch()
+    left = empty_scratch(keep=keep)
     if survivors or left:
         raise EnvironmentTainted(f"survived the cleanup: processes {survivors}, /tmp entries {left}")

@@ -29,6 +29,8 @@ class PlaybookRun:
     # The run's own HOME and TMPDIR (inside its private_data_dir unless given).
     home: str = ""
     temp: str = ""
+    # More variables for ansible (where Galaxy requirements were installed).
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,7 +84,13 @@ def _environment(run: "PlaybookRun") -> dict[str, str]:
         RUNNER_RUN_ID=run.run_id,
         # Multiprocessing on pipes where /dev/shm is missing (Lambda).
         PYTHONPATH=str(SHM_FREE),
+        **run.environment,
     )
+
+
+def galaxy_process_environment() -> dict[str, str]:
+    """What ansible-galaxy needs beyond the run's environment: multiprocessing on pipes, as ansible's."""
+    return {"PYTHONPATH": str(SHM_FREE)}
 
 
 def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],

@@ -20,7 +20,8 @@ from chalicelib.callbacks.notices import Notifier
 from chalicelib.executions.tasks import TaskMessage, end_task, queue_output, run_output
 from chalicelib.platform.models import Execution, ExecutionEvent, Job
 from runner_lambda.checkout import Checkout, CheckoutError, Credentials
-from runner_lambda.playbook import PlaybookRun, run_playbook
+from runner_lambda.galaxy import GalaxyError, GalaxyInstaller, InstallCache, Installed, playbook_environment
+from runner_lambda.playbook import PlaybookRun, galaxy_process_environment, run_playbook
 from runner_lambda.masking import Masker
 from runner_lambda.reporting import (
     KEEP, EventSink, Heartbeat, RunTask, claim, finish, mark_running, report_result, run_token_of,
@@ -48,6 +49,8 @@ class Dependencies:
     executions: ExecutionService
     stepfunctions: Any
     notifier: Notifier | None = None
+    # Galaxy installs of this environment (and of the stack's bucket); None: installed every time.
+    galaxy_cache: InstallCache | None = None
 
 
 def worker_name() -> str:
@@ -209,8 +212,9 @@ class Attempt:
             commit = checkout.fetch(repository["branch"], execution.pinned_commit)
             repository_log = self.masker.mask_strings(checkout.repository_log())
             playbook = workspace.playbook(repository["defaultPlaybook"])
-            run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook, supervisor)
-        except (CheckoutError, WorkspaceError) as exc:
+            installed = self._install_requirements(workspace, checkout, supervisor)
+            run = self._prepare(workspace, execution, spec, secrets, run_keys, playbook, supervisor, installed)
+        except (CheckoutError, WorkspaceError, GalaxyError) as exc:
             if self._finish(execution, states.INIT_FAILURE, reason=self.masker(str(exc))):
                 return states.INIT_FAILURE
             return self._ended_before_running(execution, supervisor) or states.INIT_FAILURE
@@ -239,8 +243,20 @@ class Attempt:
             return self._ended_before_running(execution, supervisor) or status
         return status
 
+    def _install_requirements(self, workspace: Workspace, checkout: Checkout, supervisor: Supervisor) -> Installed | None:
+        """The checkout's Galaxy requirements, installed into the workspace (runner_lambda/galaxy.py)."""
+        installer = GalaxyInstaller(self.deps.galaxy_cache, self.deps.settings.repository_rules, checkout.environment,
+                                    checkout.ls_remote, self.masker, run_id=supervisor.run_id,
+                                    extra_environment=galaxy_process_environment())
+        installed = installer.install(workspace.project, workspace.path / "galaxy")
+        if installed is not None:
+            logger.info("execution %s attempt %d: galaxy requirements installed in %.2f s (cache: %s)",
+                        self.message.execution_id, self.message.attempt, installed.seconds, installed.cache)
+        return installed
+
     def _prepare(self, workspace: Workspace, execution: Execution, spec: dict, secrets: dict[str, str],
-                 run_keys: dict[str, str], playbook: str, supervisor: Supervisor) -> PlaybookRun:
+                 run_keys: dict[str, str], playbook: str, supervisor: Supervisor,
+                 installed: Installed | None = None) -> PlaybookRun:
         hosts = list(spec["hosts"])
         if spec.get("useDynamicInventory"):
             hosts += _dynamic_hosts(execution.account_alias, execution.job_id)
@@ -255,4 +271,5 @@ class Attempt:
         return PlaybookRun(private_data_dir=str(workspace.path), project_dir=str(workspace.project),
                            playbook=playbook, inventory=workspace.write_inventory(inventory), limit=limit,
                            extravars=spec.get("properties") or {}, tags=spec.get("playbookTags") or [],
-                           run_id=supervisor.run_id, stop_file=str(supervisor.stop_file))
+                           run_id=supervisor.run_id, stop_file=str(supervisor.stop_file),
+                           environment=playbook_environment(installed, workspace.project))

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 # environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
 # template sets on every function and local mode sets for itself.
 TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable",
-                     "SchedulesTable", "ServiceAccountsTable", "DeliveriesTable", "SlotsTable")
+                     "SchedulesTable", "ServiceAccountsTable", "DeliveriesTable", "SlotsTable",
+                     "IdempotencyTable")
 
 # Bearer tokens last 12 hours unless RUNNER_TOKEN_TTL_SECONDS says otherwise.
 DEFAULT_TOKEN_TTL_SECONDS = 12 * 3600
@@ -125,6 +126,8 @@ class Settings:
     callback_retry_base_seconds: int = 2
     callback_retry_window_seconds: int = 3600
     callback_timeout_seconds: int = 5
+    # The stack's S3 bucket for the worker's Galaxy install cache (runner_lambda/galaxy.py); empty: none.
+    galaxy_cache_bucket: str = ""
 
     def table(self, logical_id: str) -> str:
         """Physical name of a table of the template."""
@@ -169,6 +172,7 @@ class Settings:
             callback_retry_base_seconds=_int_env(env, "RUNNER_CALLBACK_RETRY_BASE_SECONDS", 2),
             callback_retry_window_seconds=_int_env(env, "RUNNER_CALLBACK_RETRY_WINDOW_SECONDS", 3600),
             callback_timeout_seconds=_int_env(env, "RUNNER_CALLBACK_TIMEOUT_SECONDS", 5),
+            galaxy_cache_bucket=env.get("RUNNER_GALAXY_CACHE_BUCKET", ""),
         )
 
 

@@ -72,6 +72,21 @@ class Unprocessable(RunnerError):
     code = "Unprocessable"
 
 
+class IdempotencyKeyReused(Unprocessable):
+    """An Idempotency-Key sent again with another request than the first (422)."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyKeyInProgress(Conflict):
+    """The first request of an Idempotency-Key is still being answered (409, with Retry-After)."""
+
+    code = "IDEMPOTENCY_KEY_IN_PROGRESS"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class PayloadTooLarge(RunnerError):
     """The request body exceeds what the service stores (413)."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from pynamodb.attributes import (
+    BinaryAttribute,
     BooleanAttribute,
     ListAttribute,
     MapAttribute,
@@ -303,11 +304,35 @@ class RunSlot(Model):
     since = NumberAttribute(null=True)
 
 
+class IdempotencyRecord(Model):
+    """The first answer to a request made with an Idempotency-Key (chalicelib/platform/idempotency.py)."""
+
+    class Meta:
+        table_name = "runner-idempotency"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    # SHA-256 of the route (method, path template, path parameters) and the key.
+    request_key = UnicodeAttribute(range_key=True, attr_name="requestKey")
+    route = UnicodeAttribute()
+    # SHA-256 of the request's query and body as canonical JSON: the same key must come with the same request.
+    fingerprint = UnicodeAttribute()
+    state = UnicodeAttribute()  # IN_PROGRESS | DONE
+    # Who holds an IN_PROGRESS claim, and until when (epoch s): a claim whose request died is taken over after it.
+    claim_id = UnicodeAttribute(attr_name="claimId")
+    claimed_until = NumberAttribute(attr_name="claimedUntil")
+    status_code = NumberAttribute(null=True, attr_name="statusCode")
+    headers = UnicodeAttribute(null=True)  # JSON object
+    body = BinaryAttribute(null=True, legacy_encoding=False)  # the answer's body, zlib-compressed
+    body_is_json = NumberAttribute(null=True, attr_name="bodyIsJson")
+    created_time = NumberAttribute(attr_name="createdTime")
+    expires_at = NumberAttribute(attr_name="expiresAt")  # DynamoDB's TTL: a day after the first call
+
+
 # Model class -> logical id of its table in infra/template.yaml.
 MODELS = {User: "UsersTable", Account: "AccountsTable", SigningKeyItem: "AccountsTable", Job: "JobsTable", JobExecutionCount: "JobsTable",
           Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
           Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable",
-          RunSlot: "SlotsTable"}
+          RunSlot: "SlotsTable", IdempotencyRecord: "IdempotencyTable"}
 
 _bound: dict = {"settings": None, "connection": None}
 # Models bound one by one (bind_one), each with the settings it was bound to.

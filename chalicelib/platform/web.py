@@ -206,6 +206,54 @@ def api(view: Callable[..., Any], request_getter: Callable[[], Any], route: str,
     return wrapped
 
 
+def idempotent(view: Callable[..., Any], request_getter: Callable[[], Any], method: str, path: str,
+               store_getter: Callable[[], Any]) -> Callable[..., Any]:
+    """Wrap a view so that a request with an Idempotency-Key gets the first answer of that key
+    (chalicelib/platform/idempotency.py); inside `api`, so that only the account's callers reach it."""
+    from chalicelib.platform import idempotency
+
+    @functools.wraps(view)
+    def wrapped(**kwargs: Any) -> Any:
+        request = request_getter()
+        key = idempotency.parse_key((request.headers or {}).get(idempotency.HEADER))
+        if key is None:
+            return view(**kwargs)
+        store = store_getter()
+        begun = store.begin(kwargs["accountAlias"], idempotency.route_of(method, path, kwargs), key,
+                            idempotency.fingerprint(request.query_params, request.raw_body))
+        if isinstance(begun, idempotency.Answer):
+            return Response(body=begun.document, status_code=begun.status,
+                            headers={**begun.headers, "Idempotent-Replayed": "true"})
+        try:
+            response = view(**kwargs)
+        except RunnerError as error:
+            response = error_response(error)
+        except BaseException:
+            store.release(begun)  # a fault of ours: a retry must run again
+            raise
+        answer = _answer_of(response)
+        if answer.status >= 500:
+            store.release(begun)
+        else:
+            store.complete(begun, answer)
+        return response
+
+    return wrapped
+
+
+def _answer_of(response: Any) -> Any:
+    """A view's answer as the idempotency table keeps it."""
+    from chalicelib.platform.idempotency import Answer
+
+    if not isinstance(response, Response):
+        return Answer(200, json.dumps(response), True, {"Content-Type": "application/json"})
+    body = response.body
+    if isinstance(body, (dict, list)):
+        return Answer(response.status_code, json.dumps(body), True, dict(response.headers or {}))
+    text = body.decode("utf-8") if isinstance(body, bytes) else str(body or "")
+    return Answer(response.status_code, text, False, dict(response.headers or {}))
+
+
 def reshape_foreign_errors(event: Any, get_response: Callable[[Any], Response]) -> Response:
     """HTTP middleware: Chalice's own error bodies (Code/Message) answered in our shape."""
     response = get_response(event)

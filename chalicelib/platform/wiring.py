@@ -42,6 +42,7 @@ def reset() -> None:
     run_handoff.cache_clear()
     slot_queue.cache_clear()
     slot_keeper.cache_clear()
+    idempotency.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -127,3 +128,11 @@ def slot_reconciler():
     from chalicelib.executions.slots import SlotReconciler
 
     return SlotReconciler(aws.client("stepfunctions"), get_settings().execution_state_machine_arn, slot_queue())
+
+
+@lru_cache(maxsize=1)
+def idempotency():
+    """Idempotency keys of the POST routes that create (chalicelib/platform/idempotency.py)."""
+    from chalicelib.platform.idempotency import Idempotency
+
+    return Idempotency()

@@ -98,6 +98,8 @@ CLIENT_FACTORIES = {"chalicelib.platform.aws:client"}
 SAFETY_NET_SERVICES = ("dynamodb", "kms", "sqs", "stepfunctions", "secretsmanager", "scheduler", "cloudformation",
                        "s3", "sns", "lambda", "sts", "ssm", "logs", "events", "iam", "ecr")
 SETTINGS_CLASS = "chalicelib.platform.config.Settings"
+# Route wrappers whose AWS calls only an HTTP request makes (see `analysis`).
+HTTP_ONLY_WRAPPERS = ["chalicelib.platform.web:idempotent"]
 
 # Step Functions service integrations -> (IAM action, the parameter naming the resource).
 INTEGRATIONS = {
@@ -130,6 +132,8 @@ def physical_name(logical_id: str) -> str:
             return props[key]
     if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
         return f"{logical_id}-{SUFFIX}"
+    if kind == "AWS::S3::Bucket":
+        return f"{STACK}-{logical_id}-{SUFFIX}".lower()  # S3 names are lower case
     return f"{STACK}-{logical_id}-{SUFFIX}"
 
 
@@ -155,6 +159,7 @@ def arn(logical_id: str) -> str:
         "AWS::IAM::Role": f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}",
         "AWS::Serverless::Function": f"{base}:function:{name}",
         "AWS::Lambda::Function": f"{base}:function:{name}",
+        "AWS::S3::Bucket": f"arn:{PARTITION}:s3:::{name}",
     }[kind]
 
 
@@ -807,6 +812,17 @@ class Analysis:
         elif service == "cloudformation":
             assert setting_target("stack_name") == "AWS::StackName"
             resources = [STACK_ID]
+        elif service == "s3":
+            # An object: the bucket a setting names, and the key's literal prefix (an f-string's
+            # leading constant, or a module constant), so that a policy bound to a prefix is checked.
+            settings = {kind[1] for kind in self.expr(arguments["Bucket"], func, module, env)
+                        if kind[0] == "setting"} if "Bucket" in arguments else set()
+            targets = {setting_target(setting) for setting in settings} - {None}
+            if not targets:
+                self.unresolved.add(f"{at}: {action} on a bucket the test cannot tell")
+            prefix = self.key_prefix(arguments.get("Key"), module, env)
+            resources = sorted(f"{arn(target)}/{prefix}an-object" if prefix else f"{arn(target)}/{COMPUTED_KEY}"
+                               for target in targets)
         elif action not in RESOURCE_ARG and service not in RESOURCE_ARG:
             self.unresolved.add(f"{at}: {action}: the test knows no resource of it; teach the test")
             return
@@ -821,6 +837,19 @@ class Analysis:
             if action == "states:DescribeExecution":
                 resources = [f"{r.replace(':stateMachine:', ':execution:', 1)}:an-execution-1" for r in resources]
         self._record(action, resources, at, context)
+
+    def key_prefix(self, node: ast.expr | None, module: Module, env: dict) -> str:
+        """The literal start of an S3 key: a constant, or an f-string's leading constants."""
+        if isinstance(node, ast.JoinedStr):
+            prefix = ""
+            for part in node.values:
+                value = self.literal(part.value, module, env) if isinstance(part, ast.FormattedValue) else (
+                    part.value if isinstance(part, ast.Constant) else None)
+                if value is None:
+                    return prefix
+                prefix += value
+            return prefix
+        return (self.literal(node, module, env) or "") if node is not None else ""
 
     def _record(self, action: str, resources: list[str], at: str, context: dict | None = None) -> None:
         context = context or {}
@@ -894,6 +923,10 @@ def analysis(function: str) -> Analysis:
     entries = [key for key, owner in owners.items() if owner == function]
     assert entries, f"no entry point of {function} in app.py"
     elsewhere = [key for key, owner in owners.items() if owner not in (None, function)]
+    if function != "api_handler":
+        # app.route wraps views in these when app.py is imported (by every function), but only an
+        # HTTP request runs what they wrap in: the API's code, not the other functions'.
+        elsewhere += HTTP_ONLY_WRAPPERS
     return Analysis(chalice_program(), entries + ["app:<module>"], elsewhere)
 
 
@@ -1214,6 +1247,11 @@ def test_the_analysis_sees_the_calls_it_should():
     assert "scheduler:ListSchedules" in actions("schedule_reconciler")
     assert {"dynamodb:UpdateItem", "dynamodb:GetItem", "states:SendTaskSuccess"} <= actions("run_handoff")
     assert "states:DescribeExecution" not in actions("api_handler")
+    idempotency = {call.action for call in required("api_handler") if call.resources == [arn("IdempotencyTable")]}
+    assert idempotency == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    galaxy_cache = {(call.action, call.resources[0]) for call in required(WORKER) if call.action.startswith("s3:")}
+    assert galaxy_cache == {(action, f"{arn('GalaxyCacheBucket')}/galaxy/an-object")
+                            for action in ("s3:GetObject", "s3:PutObject")}
     worker_secrets = {tuple(call.context["kms:EncryptionContextKeys"]) for call in required(WORKER)
                       if call.action == "kms:Decrypt"}
     assert worker_secrets == {("accountAlias", "jobId"), ("accountAlias", "executionId", "jobId")}
