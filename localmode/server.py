@@ -125,6 +125,7 @@ class LocalRunner:
         self.scheduler: LocalScheduler | None = None
         self.callbacks: QueuePoller | None = None
         self.handoffs: QueuePoller | None = None
+        self.retries: QueuePoller | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -191,6 +192,7 @@ class LocalRunner:
         self.workers.start()
         self._start_scheduler(settings)
         self._start_callbacks(settings)
+        self._start_retries(settings)
         tune_gc()
         return self.local_json
 
@@ -233,6 +235,14 @@ class LocalRunner:
                                     threads=2, batch_size=4)
         self.handoffs.start()
 
+    def _start_retries(self, settings) -> None:
+        """Automatic retries, fed by the retry queue as Lambda would feed them."""
+        from app import execution_retry
+
+        self.retries = QueuePoller(aws.client("sqs"), settings.retry_queue_url, execution_retry, settings.region,
+                                   threads=1, batch_size=4, function="execution_retry")
+        self.retries.start()
+
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
             try:
@@ -264,6 +274,8 @@ class LocalRunner:
             self.callbacks.stop()
         if self.handoffs is not None:
             self.handoffs.stop()
+        if self.retries is not None:
+            self.retries.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.emulator is not None and self.emulator_state is not None:

@@ -40,6 +40,7 @@ def reset() -> None:
     webhook_secrets.cache_clear()
     sender.cache_clear()
     run_handoff.cache_clear()
+    retries.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -100,3 +101,12 @@ def run_handoff():
     from chalicelib.executions.handoff import RunHandoff
 
     return RunHandoff(aws.client("stepfunctions"))
+
+
+@lru_cache(maxsize=1)
+def retries():
+    """The retry queue's handler: retries of failed attempts, started when due."""
+    from chalicelib.executions.retries import Retries
+
+    settings = get_settings()
+    return Retries(execution_service(), job_service(), aws.client("sqs"), settings.retry_queue_url)

@@ -57,7 +57,8 @@ STACK_ID = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/6f1
 # Chalice's logical ids for its functions in the merged template (chalice package).
 CHALICE_FUNCTIONS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
                      "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
-                     "callback_sender": "CallbackSender", "run_handoff": "RunHandoff"}
+                     "callback_sender": "CallbackSender", "run_handoff": "RunHandoff",
+                     "execution_retry": "ExecutionRetry"}
 WORKER = "Worker"
 STATE_MACHINES = ("ExecutionStateMachine", "ControlStateMachine")
 
