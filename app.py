@@ -359,3 +359,16 @@ def slot_release(event):
 def slot_reconciler(event):
     """Every 10 minutes: release what workflows that no longer run still hold or wait for."""
     return services.slot_reconciler().run()
+
+
+# Attempts that may be retried, once over, and retries waiting out their delay
+# (chalicelib/executions/retries.py). Batch size 1 as the callback sender's, for the same reason.
+@app.on_sqs_message(queue="RetryQueue", batch_size=1, name="execution_retry")
+def execution_retry(event):
+    """The retry queue: a failed attempt with retries left runs again, after the job's delay."""
+    return process_partial_response(event=event.to_dict(), record_handler=_retry_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
+
+
+def _retry_record(record):
+    services.retries().handle(json.loads(record.body))

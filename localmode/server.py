@@ -125,6 +125,7 @@ class LocalRunner:
         self.handoffs: QueuePoller | None = None
         self.slots: QueuePoller | None = None
         self.workflow_events: WorkflowEndWatcher | None = None
+        self.retries: QueuePoller | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -192,6 +193,7 @@ class LocalRunner:
         self.workers.start()
         self._start_scheduler(settings)
         self._start_callbacks(settings)
+        self._start_retries(settings)
         tune_gc()
         return self.local_json
 
@@ -257,6 +259,15 @@ class LocalRunner:
             except Exception:  # noqa: BLE001 - one failed round must not end the service
                 logger.exception("%s failed", name)
 
+
+    def _start_retries(self, settings) -> None:
+        """Automatic retries, fed by the retry queue as Lambda would feed them."""
+        from app import execution_retry
+
+        self.retries = QueuePoller(aws.client("sqs"), settings.retry_queue_url, execution_retry, settings.region,
+                                   threads=1, batch_size=4, function="execution_retry")
+        self.retries.start()
+
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
             try:
@@ -292,6 +303,8 @@ class LocalRunner:
             self.workflow_events.stop()
         if self.slots is not None:
             self.slots.stop()
+        if self.retries is not None:
+            self.retries.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.emulator is not None and self.emulator_state is not None:

@@ -24,6 +24,10 @@ class PlaybookRun:
     limit: str | None = None
     extravars: dict = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    skip_tags: list[str] = field(default_factory=list)
+    check: bool = False  # --check
+    diff: bool = False  # --diff
+    verbosity: int = 0  # -v ... -vvvv
     run_id: str = ""
     stop_file: str = ""
     # The run's own HOME and TMPDIR (inside its private_data_dir unless given).
@@ -117,6 +121,10 @@ def run_playbook(run: PlaybookRun, on_event: Callable[[dict], None],
         limit=run.limit,
         extravars=run.extravars or None,
         tags=",".join(run.tags) if run.tags else None,
+        skip_tags=",".join(run.skip_tags) if run.skip_tags else None,
+        verbosity=run.verbosity or None,
+        # Only fixed flags go here: ansible-runner splits this string into arguments.
+        cmdline=" ".join(flag for flag, wanted in (("--check", run.check), ("--diff", run.diff)) if wanted) or None,
         envvars=environment,
         event_handler=handle,
         cancel_callback=should_cancel,

@@ -45,6 +45,8 @@ def claim(job_id: str, execution_id: str, attempt: int, worker: str) -> Executio
         execution.update(
             actions=[Execution.status.set(states.INITIALIZING),
                      Execution.timers.set(Execution.timers.append([Timer(start=now_ms(), end=None)])),
+                     # A retry's reason ("retry 1 of 2 in 30 s ...") said why it waited; it runs now.
+                     Execution.status_reason.remove(), Execution.retry_at.remove(),
                      Execution.updated_time.set(now_ms())],
             condition=states.transition_condition(Execution, states.INITIALIZING, attempt=attempt))
     except UpdateError as exc:

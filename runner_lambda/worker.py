@@ -268,8 +268,16 @@ class Attempt:
         default_pem = run_keys.get(RUN_KEY_DEFAULT) or secrets.get(SECRET_DEFAULT_KEY)
         default_key = workspace.write_key("default", default_pem) if default_pem else None
         inventory, limit = build_inventory(hosts, list(execution.target_hosts), key_files, default_key)
+        # The run's options (chalicelib/executions/options.py); its `limit` is already in the
+        # target hosts, resolved when the execution started.
+        options = json.loads(execution.options) if execution.options else {}
+        tags = options["tags"].split(",") if "tags" in options else spec.get("playbookTags") or []
         return PlaybookRun(private_data_dir=str(workspace.path), project_dir=str(workspace.project),
                            playbook=playbook, inventory=workspace.write_inventory(inventory), limit=limit,
-                           extravars=spec.get("properties") or {}, tags=spec.get("playbookTags") or [],
+                           extravars={**(spec.get("properties") or {}), **options.get("extraVars", {})},
+                           tags=[tag for tag in tags if tag],
+                           skip_tags=[tag for tag in options.get("skipTags", "").split(",") if tag],
+                           check=bool(options.get("checkMode")), diff=bool(options.get("diffMode")),
+                           verbosity=int(options.get("verbosity") or 0),
                            run_id=supervisor.run_id, stop_file=str(supervisor.stop_file),
                            environment=playbook_environment(installed, workspace.project))

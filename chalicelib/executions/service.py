@@ -17,6 +17,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.platform import models
 from chalicelib.executions import states
 from chalicelib.executions.slots import SlotQueue
+from chalicelib.executions.options import limit_hosts, parse_options
 from chalicelib.executions.logtext import (
     Chunk, Segment, byte_length, cut, event_segments, event_text, outcome_line, running_segments,
 )
@@ -48,19 +49,21 @@ def run_key_path(host_id: str) -> str:
 
 @dataclass
 class RunRequest:
-    """The body of a start or restart: hosts to target, keys for this run only."""
+    """The body of a start or restart: hosts to target, keys for this run only, the run's options."""
 
     hosts: list[str] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
 
 def parse_run_request(body: Any) -> RunRequest:
-    """Validate `{}` or `{"hosts": [{"id", "sshPrivateKey"}], "sshPrivateKey"}`."""
+    """Validate `{}` or `{"hosts": [{"id", "sshPrivateKey"}], "sshPrivateKey", options...}`
+    (the options: chalicelib/executions/options.py)."""
     if body is None:
         return RunRequest()
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object (send {} to use the job's hosts)")
-    request = RunRequest()
+    request = RunRequest(options=parse_options(body))
     hosts = body.get("hosts")
     if hosts is not None:
         if not isinstance(hosts, list):
@@ -129,8 +132,19 @@ def render_execution(execution: Execution) -> dict:
         "started_by": execution.started_by,
         "scheduled_time": _int(execution.scheduled_time),
         "created_time": int(execution.created_time),
+        "options": json.loads(execution.options) if execution.options else {},
+        "retry": render_retry(execution),
     }
     return document
+
+
+def render_retry(execution: Execution) -> dict | None:
+    """The retry policy the execution started with, the retries made, and when the next is due."""
+    if not execution.retry_policy:
+        return None
+    waiting = execution.status == states.PENDING and execution.retry_at is not None
+    return {**json.loads(execution.retry_policy), "retries": int(execution.retries or 0),
+            "nextRetryTime": int(execution.retry_at) if waiting else None}
 
 
 def _int(value: Any) -> int | None:
@@ -320,6 +334,9 @@ class ExecutionService:
         job = self._jobs.load(account, job_id)
         spec = json.loads(job.spec)
         hosts = request.hosts or [host["id"] for host in spec["hosts"]]
+        if "limit" in request.options:
+            hosts = limit_hosts(request.options["limit"], hosts)
+        retry = spec.get("retry")
         chosen = execution_id is not None
         execution_id = execution_id or str(uuid.uuid4())
         now = now_ms()
@@ -328,7 +345,8 @@ class ExecutionService:
             attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
             scheduled_time=scheduled_time, callbacks=json.dumps(spec["callbacks"]) if spec.get("callbacks") else None,
             sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now,
-            log_start=0)
+            log_start=0, options=json.dumps(request.options, sort_keys=True) if request.options else None,
+            retry_policy=json.dumps(retry, sort_keys=True) if retry else None, retries=0 if retry else None)
         self._jobs.execution_count(job)  # a job stored before counts were kept is counted first
         self._put_counted(execution, account, chosen)
         self._notify(execution, states.PENDING)
@@ -359,32 +377,64 @@ class ExecutionService:
                 time.sleep(0.01 * 2 ** attempt)  # another start of the job was writing its count
 
     def restart(self, account: str, job_id: str, execution_id: str, body: Any) -> dict:
-        """Run an ended, unsuccessful execution again on its failed hosts (or the body's)."""
+        """Run an ended, unsuccessful execution again on its failed hosts (or the body's).
+
+        Options given replace the previous attempt's, one by one; a `limit` applies to the hosts
+        the restart runs on.
+        """
         request = parse_run_request(body)
         execution = self._load(account, job_id, execution_id)
         if not states.RESTART.accepts(execution.status):
             raise Conflict(states.RESTART.refused(execution_id, execution.status))
         job = self._jobs.load(account, job_id)
         hosts = request.hosts or list(execution.failed_hosts or []) or list(execution.target_hosts or [])
+        if "limit" in request.options:
+            hosts = limit_hosts(request.options["limit"], hosts)
+        extra = [Execution.retry_at.remove()]
+        if request.options:
+            options = {**(json.loads(execution.options) if execution.options else {}), **request.options}
+            extra.append(Execution.options.set(json.dumps(options, sort_keys=True)))
+        if request.keys:
+            extra.append(Execution.sealed_keys.set(self._seal_keys(account, job_id, execution_id, request.keys)))
+        try:
+            self._next_attempt(execution, hosts, None, extra)
+        except StatusRaced as exc:
+            raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from exc
+        self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
+        return render_execution(execution)
+
+    def _next_attempt(self, execution: Execution, hosts: list[str], reason: str | None, extra: list) -> None:
+        """An ended attempt's execution becomes PENDING as its next attempt (what every restart
+        writes, conditional on the attempt and its status), and says so to its callbacks."""
         attempt = int(execution.attempt) + 1
         actions = [Execution.status.set(states.PENDING), Execution.attempt.set(attempt),
                    Execution.target_hosts.set(hosts), Execution.failed_hosts.set([]),
-                   Execution.status_reason.remove(), Execution.run_token.remove(),
-                   Execution.updated_time.set(now_ms())]
-        log_start = self._log_end(execution_id)
+                   Execution.status_reason.set(reason) if reason else Execution.status_reason.remove(),
+                   Execution.run_token.remove(), Execution.updated_time.set(now_ms()), *extra]
+        log_start = self._log_end(execution.execution_id)
         actions.append(Execution.log_start.set(log_start) if log_start is not None else Execution.log_start.remove())
-        if request.keys:
-            actions.append(Execution.sealed_keys.set(self._seal_keys(account, job_id, execution_id, request.keys)))
         try:
             execution.update(actions=actions, condition=states.transition_condition(
-                Execution, states.PENDING, attempt=int(execution.attempt)))
+                Execution, states.PENDING, attempt=attempt - 1))
         except UpdateError as exc:
             if condition_failed(exc):
-                raise Conflict(f"execution {execution_id} changed while restarting it; read it again") from exc
+                raise StatusRaced(f"execution {execution.execution_id} changed while restarting it") from exc
             raise
         self._notify(execution, states.PENDING)
-        self._dispatch(execution, json.loads(job.spec).get("executionTtl"))
-        return render_execution(execution)
+
+    def retry(self, execution: Execution, hosts: list[str], reason: str, retry_at: int,
+              ttl_minutes: int | None) -> None:
+        """Begin an automatic retry: the next attempt, as a restart would, waiting PENDING until
+        `retry_at` (its workflow starts then, through dispatch_retry); its TTL counts from now.
+
+        Raises StatusRaced when the execution moved on meanwhile (a duplicate, a restart).
+        """
+        self._next_attempt(execution, hosts, reason, [Execution.retries.add(1), Execution.retry_at.set(retry_at)])
+        self._start_ttl(execution, ttl_minutes)
+
+    def dispatch_retry(self, execution: Execution, ttl_minutes: int | None) -> bool:
+        """Start the workflow of a retry whose delay is over; False when it was started already."""
+        return self._start_workflow(execution, ttl_minutes)
 
     def _log_end(self, execution_id: str) -> int | None:
         """Where the log's events end now, in bytes (where a new attempt's text starts); None when
@@ -398,43 +448,66 @@ class ExecutionService:
 
     def _dispatch(self, execution: Execution, ttl_minutes: int | None) -> None:
         """Start the workflow of the execution's current attempt, and the one enforcing its TTL."""
+        if self._start_workflow(execution, ttl_minutes):
+            self._start_ttl(execution, ttl_minutes)
+
+    def _common_input(self, execution: Execution) -> dict:
         attempt = int(execution.attempt)
-        ttl_minutes = ttl_minutes or DEFAULT_TTL_MINUTES
-        ttl_seconds = ttl_minutes * self._settings.ttl_minute_seconds
-        settings = self._settings
-        common = {
+        return {
             "accountAlias": execution.account_alias,
             "jobId": execution.job_id,
             "executionId": execution.execution_id,
             "attempt": attempt,
             "attemptText": str(attempt),
-            "executionsTable": settings.table("ExecutionsTable"),
-            "callbackQueueUrl": settings.callback_queue_url,
-            "slotQueueUrl": settings.slot_queue_url,
+            "executionsTable": self._settings.table("ExecutionsTable"),
+            "callbackQueueUrl": self._settings.callback_queue_url,
+            "slotQueueUrl": self._settings.slot_queue_url,
         }
+
+    def _ttl_seconds(self, ttl_minutes: int | None) -> int:
+        return (ttl_minutes or DEFAULT_TTL_MINUTES) * self._settings.ttl_minute_seconds
+
+    def _start_workflow(self, execution: Execution, ttl_minutes: int | None) -> bool:
+        """Start the execution workflow of the current attempt; False when it exists already."""
+        settings = self._settings
+        ttl_seconds = self._ttl_seconds(ttl_minutes)
+        policy = json.loads(execution.retry_policy) if execution.retry_policy else None
         workflow_input = dict(
-            common, queueUrl=settings.run_queue_url, handoffQueueUrl=settings.handoff_queue_url,
+            self._common_input(execution), queueUrl=settings.run_queue_url,
+            handoffQueueUrl=settings.handoff_queue_url,
             heartbeatSeconds=settings.heartbeat_seconds,
             # A bound on each wait (in the run queue, then for the run); the TTL itself is enforced
             # (gracefully) by the control workflow.
-            runTimeoutSeconds=ttl_seconds + settings.ttl_grace_seconds + settings.kill_window_seconds + 120)
-        deadline = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
-        ttl_input = dict(
-            common, action="ttl", ttlMinutes=ttl_minutes, deadline=deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            graceSeconds=settings.ttl_grace_seconds, killWindowSeconds=settings.kill_window_seconds,
-            escalationReason=f"time-to-live of {ttl_minutes} min reached; not stopped within "
-                             f"{settings.ttl_grace_seconds} s, killed")
+            runTimeoutSeconds=ttl_seconds + settings.ttl_grace_seconds + settings.kill_window_seconds + 120,
+            # The workflow's last state tells chalicelib/executions/retries.py that the attempt
+            # is over when a FAILURE could still be retried.
+            retryQueueUrl=settings.retry_queue_url,
+            retrying=bool(policy) and int(execution.retries or 0) < int(policy["attempts"]))
         try:
             self._sfn.start_execution(stateMachineArn=settings.execution_state_machine_arn,
-                                      name=f"{execution.execution_id}-{attempt}", input=json.dumps(workflow_input))
+                                      name=f"{execution.execution_id}-{int(execution.attempt)}",
+                                      input=json.dumps(workflow_input))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
                 self._undispatchable(execution)
                 raise
-            return  # dispatched by a concurrent request: the name makes a second start impossible
+            return False  # dispatched by a concurrent request: the name makes a second start impossible
         except Exception:
             self._undispatchable(execution)
             raise
+        return True
+
+    def _start_ttl(self, execution: Execution, ttl_minutes: int | None) -> None:
+        """Start the control workflow that stops the current attempt when its time-to-live is over."""
+        settings = self._settings
+        ttl_minutes = ttl_minutes or DEFAULT_TTL_MINUTES
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=self._ttl_seconds(ttl_minutes))
+        ttl_input = dict(
+            self._common_input(execution), action="ttl", ttlMinutes=ttl_minutes,
+            deadline=deadline.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            graceSeconds=settings.ttl_grace_seconds, killWindowSeconds=settings.kill_window_seconds,
+            escalationReason=f"time-to-live of {ttl_minutes} min reached; not stopped within "
+                             f"{settings.ttl_grace_seconds} s, killed")
         self._control(execution, ttl_input, "ttl")
 
     def _undispatchable(self, execution: Execution) -> None:

@@ -37,7 +37,7 @@ def render_job(job: Job) -> dict:
     shown = render_secret_masks(spec, set(sealed))
     document: dict[str, Any] = {"id": job.job_id, "accountAlias": job.account_alias}
     for key in ("description", "executionTtl", "repository", "playbookTags", "hosts", "properties",
-                "callbacks", "useDynamicInventory", "sshPrivateKey"):
+                "callbacks", "useDynamicInventory", "retry", "sshPrivateKey"):
         if key in shown:
             document[key] = shown[key]
     document.update({

@@ -287,6 +287,33 @@ def _ttl(body: dict) -> int | None:
     return value
 
 
+MAX_RETRY_ATTEMPTS = 5
+MAX_RETRY_DELAY_SECONDS = 3600
+
+
+def _retry(body: dict) -> dict | None:
+    """`retry`: how often (1-5), how long after (0-3600 s), and on which hosts a FAILURE runs again."""
+    raw = body.get("retry")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("retry", 'must be an object such as {"attempts": 2, "delaySeconds": 30}')
+    attempts = raw.get("attempts")
+    if not _is_int(attempts) or not 1 <= attempts <= MAX_RETRY_ATTEMPTS:
+        raise InvalidRequest("retry.attempts", f"is required: an integer from 1 to {MAX_RETRY_ATTEMPTS}")
+    delay = raw.get("delaySeconds", 0)
+    if delay is None:
+        delay = 0
+    if not _is_int(delay) or not 0 <= delay <= MAX_RETRY_DELAY_SECONDS:
+        raise InvalidRequest("retry.delaySeconds", f"must be an integer from 0 to {MAX_RETRY_DELAY_SECONDS}")
+    only_failed = raw.get("onlyFailedHosts", True)
+    if only_failed is None:
+        only_failed = True
+    if not isinstance(only_failed, bool):
+        raise InvalidRequest("retry.onlyFailedHosts", "must be true or false")
+    return {"attempts": attempts, "delaySeconds": delay, "onlyFailedHosts": only_failed}
+
+
 def parse_job(body: Any, repositories: RepositoryRules, webhooks: WebhookRules) -> JobInput:
     """Validate a create/update body against these rules; raise InvalidRequest naming the first bad field."""
     if not isinstance(body, dict):
@@ -317,6 +344,7 @@ def parse_job(body: Any, repositories: RepositoryRules, webhooks: WebhookRules) 
         "properties": _object_or_merged_list(body.get("properties"), "properties"),
         "callbacks": _callbacks(body, webhooks),
         "useDynamicInventory": bool(use_dynamic),
+        "retry": _retry(body),
     }
     if body.get("sshPrivateKey") is not None:
         secrets[SECRET_DEFAULT_KEY] = _secret_key(body["sshPrivateKey"], "sshPrivateKey")

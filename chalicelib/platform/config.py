@@ -102,6 +102,9 @@ class Settings:
     handoff_queue_url: str = ""
     # Where run slots are taken and given back (a FIFO queue, one message group per account).
     slot_queue_url: str = ""
+    # Where the execution workflow says an attempt that may be retried is over, and where a retry
+    # waits out its delay (chalicelib/executions/retries.py).
+    retry_queue_url: str = ""
     execution_state_machine_arn: str = ""
     control_state_machine_arn: str = ""
     heartbeat_seconds: int = 60
@@ -153,6 +156,7 @@ class Settings:
             run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
             handoff_queue_url=env.get("RUNNER_HANDOFF_QUEUE_URL", ""),
             slot_queue_url=env.get("RUNNER_SLOT_QUEUE_URL", ""),
+            retry_queue_url=env.get("RUNNER_RETRY_QUEUE_URL", ""),
             execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
             control_state_machine_arn=env.get("RUNNER_CONTROL_STATE_MACHINE_ARN", ""),
             heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),

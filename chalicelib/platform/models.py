@@ -191,6 +191,14 @@ class Execution(Model):
     # Where the current attempt's text starts in the execution's log (bytes), for the worker's
     # event offsets; None when earlier events carry no offsets (written before they existed).
     log_start = NumberAttribute(null=True, attr_name="logStart")
+    # The run's options (JSON, chalicelib/executions/options.py), as given at start or restart.
+    options = UnicodeAttribute(null=True)
+    # The job's retry policy when the execution started (JSON: attempts, delaySeconds,
+    # onlyFailedHosts), the automatic retries made so far, and when the next one is due (epoch ms;
+    # set while a retry waits, see chalicelib/executions/retries.py).
+    retry_policy = UnicodeAttribute(null=True, attr_name="retryPolicy")
+    retries = NumberAttribute(null=True)
+    retry_at = NumberAttribute(null=True, attr_name="retryAt")
     by_created_time = ExecutionsByCreatedTime()
 
 
@@ -257,6 +265,8 @@ class Schedule(Model):
     last_error_time = NumberAttribute(null=True, attr_name="lastErrorTime")
     created_time = NumberAttribute(attr_name="createdTime")
     last_updated_time = NumberAttribute(attr_name="lastUpdatedTime")
+    # The options each fire starts its execution with (JSON, chalicelib/executions/options.py).
+    options = UnicodeAttribute(null=True)
 
 
 class Delivery(Model):

@@ -43,6 +43,7 @@ def reset() -> None:
     slot_queue.cache_clear()
     slot_keeper.cache_clear()
     idempotency.cache_clear()
+    retries.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -136,3 +137,12 @@ def idempotency():
     from chalicelib.platform.idempotency import Idempotency
 
     return Idempotency()
+
+
+@lru_cache(maxsize=1)
+def retries():
+    """The retry queue's handler: retries of failed attempts, started when due."""
+    from chalicelib.executions.retries import Retries
+
+    settings = get_settings()
+    return Retries(execution_service(), job_service(), aws.client("sqs"), settings.retry_queue_url)

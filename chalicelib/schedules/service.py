@@ -12,6 +12,7 @@ does not have), starts nothing and repairs Scheduler; `reconcile` repairs everyt
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections import Counter
@@ -25,6 +26,7 @@ from chalicelib.schedules import cron
 from chalicelib.platform import models
 from chalicelib.platform.config import Settings
 from chalicelib.platform.errors import Conflict, Forbidden, InvalidRequest, NotFound, RunnerError, Unauthenticated
+from chalicelib.executions.options import limit_hosts
 from chalicelib.executions.service import DuplicateExecution, ExecutionService
 from chalicelib.jobs.service import JobService, now_ms
 from chalicelib.platform.models import Job, Schedule, ServiceAccount
@@ -81,6 +83,7 @@ def render_schedule(item: Schedule, now: datetime) -> dict:
         "description": item.description or "",
         "serviceAccountAlias": item.service_account_alias,
         "trigger": trigger.render(),
+        "options": json.loads(item.options) if item.options else {},
         "status": item.status,
         "nextRuns": [format_instant(run) for run in runs],
         "lastRun": last_run,
@@ -146,7 +149,7 @@ class ScheduleService:
         """Create a schedule of a job: its Scheduler schedules, then its item, or neither."""
         now = self._clock()
         spec = parse_schedule(body, now)
-        self._jobs.load(account, job_id)
+        self._check_limit(self._jobs.load(account, job_id), spec)
         self._require_service_account(account, spec.service_account_alias)
         if len(self._job_items(account, job_id)) >= self._settings.max_schedules_per_job:
             raise Conflict(f"job {job_id} has {self._settings.max_schedules_per_job} schedules, the most a job "
@@ -171,7 +174,14 @@ class ScheduleService:
         return render_schedule(item, now)
 
     @staticmethod
+    def _check_limit(job: Job, spec: ScheduleInput) -> None:
+        """A limit must match a host of the job now (each fire checks it again, against the job then)."""
+        if "limit" in spec.options:
+            limit_hosts(spec.options["limit"], [host["id"] for host in json.loads(job.spec)["hosts"]], "options.limit")
+
+    @staticmethod
     def _assign(item: Schedule, spec: ScheduleInput) -> None:
+        item.options = json.dumps(spec.options, sort_keys=True) if spec.options else None
         item.description = spec.description
         item.service_account_alias = spec.service_account_alias
         item.trigger_type = spec.trigger.type
@@ -194,6 +204,7 @@ class ScheduleService:
         now = self._clock()
         spec = parse_schedule(body, now, allow_past=True)
         current = self._load(account, job_id, schedule)
+        self._check_limit(self._jobs.load(account, job_id), spec)
         changed = not spec.trigger.same_as(trigger_of(current))
         if changed and spec.trigger.type == DATE:
             spec = parse_schedule(body, now)  # a new date must lie ahead
@@ -212,7 +223,8 @@ class ScheduleService:
                    Schedule.trigger_type.set(updated.trigger_type), Schedule.expression.set(updated.expression),
                    Schedule.timezone.set(updated.timezone), Schedule.aws_expressions.set(updated.aws_expressions),
                    Schedule.status.set(updated.status), Schedule.revision.set(revision + 1),
-                   Schedule.last_updated_time.set(updated.last_updated_time)]
+                   Schedule.last_updated_time.set(updated.last_updated_time),
+                   Schedule.options.set(updated.options) if updated.options else Schedule.options.remove()]
         condition = Schedule.id.exists() & (Schedule.revision == revision)
         try:
             with TransactWrite(connection=models.connection()) as transaction:
@@ -321,7 +333,8 @@ class ScheduleService:
                                               f"the fire of {format_instant(fired_at)} started nothing")
             return {"outcome": "forbidden" if isinstance(error, Forbidden) else "unauthenticated"}
         try:
-            self._executions.start(account, job_id, {}, started_by=item.id, execution_id=execution_id,
+            self._executions.start(account, job_id, json.loads(item.options) if item.options else {},
+                                   started_by=item.id, execution_id=execution_id,
                                    scheduled_time=fire_ms)
         except DuplicateExecution:
             # Started by an earlier delivery of this fire; dispatch it if that one died before it could.

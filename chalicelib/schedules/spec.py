@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.executions.options import parse_options
 from chalicelib.schedules import cron
 from chalicelib.platform.errors import InvalidRequest
 from chalicelib.auth.service_accounts import validate_alias
@@ -49,6 +50,8 @@ class ScheduleInput:
     description: str
     service_account_alias: str
     trigger: Trigger
+    # The options of each fire's execution (chalicelib/executions/options.py).
+    options: dict
 
 
 def _zone(name: Any, field: str) -> str:
@@ -117,7 +120,7 @@ def parse_trigger(raw: Any, field: str, now: datetime, allow_past: bool = False)
 
 
 def parse_schedule(body: Any, now: datetime, allow_past: bool = False) -> ScheduleInput:
-    """Validate `{description, serviceAccountAlias, trigger}`; the reference's `type` names the trigger too."""
+    """Validate `{description, serviceAccountAlias, trigger, options?}`; the reference's `type` names the trigger too."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object with description, serviceAccountAlias and trigger")
     description = body.get("description", "")
@@ -141,7 +144,16 @@ def parse_schedule(body: Any, now: datetime, allow_past: bool = False) -> Schedu
         raise InvalidRequest("type", 'must be the trigger object, such as {"type": "cron", "expression": "* * * * *"}')
     if trigger is None:
         raise InvalidRequest("trigger", 'is required, such as {"type": "cron", "expression": "0 3 * * *"}')
-    return ScheduleInput(description, alias, parse_trigger(trigger, field, now, allow_past))
+    options = body.get("options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("options", "must be an object of run options such as {\"checkMode\": true}")
+    unknown = sorted(set(options) - {"limit", "checkMode", "diffMode", "verbosity", "tags", "skipTags", "extraVars"})
+    if unknown:
+        raise InvalidRequest(f"options.{unknown[0]}", "is not a run option")
+    return ScheduleInput(description, alias, parse_trigger(trigger, field, now, allow_past),
+                         parse_options(options, "options."))
 
 
 def next_fires(trigger: Trigger, after: datetime, count: int = 5) -> list[datetime]:

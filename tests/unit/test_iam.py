@@ -58,7 +58,8 @@ STACK_ID = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/6f1
 CHALICE_FUNCTIONS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
                      "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
                      "callback_sender": "CallbackSender", "run_handoff": "RunHandoff",
-                     "slot_keeper": "SlotKeeper", "slot_release": "SlotRelease", "slot_reconciler": "SlotReconciler"}
+                     "slot_keeper": "SlotKeeper", "slot_release": "SlotRelease", "slot_reconciler": "SlotReconciler",
+                     "execution_retry": "ExecutionRetry"}
 WORKER = "Worker"
 STATE_MACHINES = ("ExecutionStateMachine", "ControlStateMachine")
 
