@@ -147,6 +147,7 @@ FULL_VCPU_MB = 1769                 # Lambda: 1,769 MB of memory = one vCPU
 API_REQUEST_S = 0.100               # billed per warm API request (1-3 DynamoDB calls of ~5-10 ms, JSON)
 AUTHORIZER_S = 0.020                # a warm token check (HS256 with the cached key)
 CALLBACK_MESSAGE_S = 0.150          # a warm callback_sender message (reads, a POST to a receiver online)
+SLOT_MESSAGE_S = 0.050              # a warm slot_keeper message (a few small DynamoDB items, one SendTaskSuccess)
 AUTHORIZER_TTL_S = 300              # API Gateway caches an authorizer's answer per token (Chalice's default)
 AUTHORIZER_CALLS_PER_EXECUTION = 1  # upper bound: a 30-s execution outlives no cache entry, but may start one
 LOG_BYTES_PER_INVOCATION = 1024     # START/END/REPORT lines (~350 B) and a few of ours
@@ -182,7 +183,8 @@ class FunctionMemory:
 
 CHALICE_LOGICAL_IDS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
                        "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
-                       "callback_sender": "CallbackSender"}
+                       "callback_sender": "CallbackSender", "slot_keeper": "SlotKeeper",
+                       "slot_reconciler": "SlotReconciler"}
 
 
 @dataclass
@@ -571,6 +573,7 @@ def run_executions(args: argparse.Namespace) -> dict:
         logged = read_invocations(local.log_path)
     by_execution = {record.execution_id: record for record in records}
     senders = [entry for entry in logged if entry.get("function") == "callback_sender"]
+    keepers = [entry for entry in logged if entry.get("function") == "slot_keeper"]
     for entry in logged:
         record = by_execution.get(entry.get("execution"))
         if entry.get("function") == "worker" and record is not None:
@@ -581,7 +584,8 @@ def run_executions(args: argparse.Namespace) -> dict:
     missing = [record.execution_id for record in records if record.worker_seconds is None]
     if missing:
         raise RuntimeError(f"no worker invocation logged for {missing}: see {local.log_path}")
-    return {"records": records, "senders": senders, "deliveries": sum(receiver.deliveries.values())}
+    return {"records": records, "senders": senders, "keepers": keepers,
+            "deliveries": sum(receiver.deliveries.values())}
 
 
 # --------------------------------------------------------------------------- pricing
@@ -611,7 +615,7 @@ def cpu_scale(mb: int) -> float:
     return max(1.0, FULL_VCPU_MB / mb)
 
 
-def dynamo_units(record: Execution, senders_per_execution: Counter) -> tuple[float, float]:
+def dynamo_units(record: Execution, senders_per_execution: Counter, keepers_per_execution: Counter) -> tuple[float, float]:
     """(WRU, RRU) of one execution, by the rules in the module's docstring."""
     item = record.item_bytes
     execution_write = 2 * units(item, 1024)  # the table and its ALL-projection LSI
@@ -620,13 +624,22 @@ def dynamo_units(record: Execution, senders_per_execution: Counter) -> tuple[flo
     api_calls = Counter(call for request in record.requests for call in request.calls)
     log_queries = sum(1 for request in record.requests if request.kind == "GET log"
                       for call in request.calls if call == "dynamodb.Query")
-    for calls, who in ((api_calls, "api"), (record.worker_calls, "worker"), (senders_per_execution, "sender")):
+    for calls, who in ((api_calls, "api"), (record.worker_calls, "worker"), (senders_per_execution, "sender"),
+                       (keepers_per_execution, "keeper")):
         for call, count in calls.items():
             service, action = call.split(".", 1)
             if service != "dynamodb":
                 continue
             if action == "BatchWriteItem":
                 continue  # the event items, counted from the table below
+            if who == "keeper":  # the run slot entries: small items, no index
+                if action == "TransactWriteItems":
+                    wru += count * 2 * 3  # three items, transactions bill double
+                elif action in ("PutItem", "UpdateItem", "DeleteItem"):
+                    wru += count
+                elif action in ("GetItem", "Query"):
+                    rru += count
+                continue
             if action in ("PutItem", "UpdateItem", "DeleteItem"):
                 if who == "sender" and action == "PutItem":
                     wru += count * units(int(mean(record.delivery_bytes) or 100), 1024)
@@ -646,8 +659,6 @@ def dynamo_units(record: Execution, senders_per_execution: Counter) -> tuple[flo
             continue
         if action == "getItem":
             rru += read
-        elif state in ("TakeSlot", "ReleaseSlot"):
-            wru += 1  # the account's run-slot counter: a small item, no index
         else:
             wru += execution_write if ok else units(item, 1024)  # a failed condition writes no index entry
     return wru, rru
@@ -665,6 +676,12 @@ def per_execution_counts(measured: dict, settings: Settings, args: argparse.Name
     for entry in senders:
         sender_calls.update(entry["calls"])
     sender_calls_per_execution = Counter({call: count / n for call, count in sender_calls.items()})
+    keepers = measured["keepers"]
+    keeper_messages = sum(entry.get("messages", 1) for entry in keepers) / n
+    keeper_calls: Counter = Counter()
+    for entry in keepers:
+        keeper_calls.update(entry["calls"])
+    keeper_calls_per_execution = Counter({call: count / n for call, count in keeper_calls.items()})
 
     requests = mean(len(record.requests) for record in records) + shift / args.poll
     polls_shift = shift / args.poll
@@ -688,17 +705,17 @@ def per_execution_counts(measured: dict, settings: Settings, args: argparse.Name
 
     wru = rru = 0.0
     for record in records:
-        w, r = dynamo_units(record, sender_calls_per_execution)
+        w, r = dynamo_units(record, sender_calls_per_execution, keeper_calls_per_execution)
         wru += w
         rru += r
     wru, rru = wru / n, rru / n
     rru += shift / SUPERVISOR_POLL_S * units(int(mean(record.item_bytes for record in records)), 4096)
 
     sfn_sqs = mean(sum(1 for task in record.workflow_tasks if task[1] == "sqs") for record in records)
-    all_calls = api_calls + worker_calls + sender_calls_per_execution
+    all_calls = api_calls + worker_calls + sender_calls_per_execution + keeper_calls_per_execution
     sqs_calls = sum(count for call, count in all_calls.items()
                     if call.startswith("sqs.") and call not in ("sqs.ReceiveMessage",))
-    esm_messages = 1 + sender_messages  # the run message, and each callback message
+    esm_messages = 1 + sender_messages + keeper_messages  # the run message, each callback and slot message
     storage_bytes = mean(record.item_bytes + sum(record.event_bytes) + sum(record.delivery_bytes) for record in records)
     return {
         "worker_split_s": worker_split(records),
@@ -712,7 +729,8 @@ def per_execution_counts(measured: dict, settings: Settings, args: argparse.Name
         "api_request_median_ms": sorted(request.seconds for record in records for request in record.requests)[
             sum(len(record.requests) for record in records) // 2] * 1000,
         "api_calls": api_calls, "worker_calls": worker_calls, "sender_calls": sender_calls_per_execution,
-        "sender_messages": sender_messages,
+        "sender_messages": sender_messages, "keeper_messages": keeper_messages,
+        "keeper_calls": keeper_calls_per_execution,
         "sender_seconds_per_message": (sum(entry["seconds"] for entry in senders) / max(1, sum(
             entry.get("messages", 1) for entry in senders))),
         "transitions": mean(record.transitions for record in records),
@@ -771,13 +789,17 @@ def execution_lines(counts: dict, settings: Settings, init: dict[str, ColdStart]
         Line(f"Lambda callback_sender duration ({mem['callback_sender']} MB x {CALLBACK_MESSAGE_S * 1000:.0f} ms x "
              f"{counts['sender_messages']:.1f} messages)",
              k * counts["sender_messages"] * CALLBACK_MESSAGE_S * gb["callback_sender"], "GB-s", "lambda_gb_s"),
+        Line(f"Lambda slot_keeper duration ({mem['slot_keeper']} MB x {SLOT_MESSAGE_S * 1000:.0f} ms x "
+             f"{counts['keeper_messages']:.1f} messages: take, leave)",
+             k * counts["keeper_messages"] * SLOT_MESSAGE_S * gb["slot_keeper"], "GB-s", "lambda_gb_s"),
         Line(COLD_ROW + " (worker, " + ", ".join(chalice_on_path) + ": one each per execution)",
              k * (init["worker"].billed_s(mem["worker"]) * gb["worker"]
                   + sum(init["authorizer" if name == "token_authorizer" else "app"].billed_s(mem[name]) * gb[name]
                         for name in chalice_on_path)),
              "GB-s", "lambda_gb_s"),
-        Line("Lambda requests (worker, api_handler, token_authorizer, callback_sender)",
-             k * (1 + counts["api_requests"] + AUTHORIZER_CALLS_PER_EXECUTION + counts["sender_messages"]),
+        Line("Lambda requests (worker, api_handler, token_authorizer, callback_sender, slot_keeper)",
+             k * (1 + counts["api_requests"] + AUTHORIZER_CALLS_PER_EXECUTION + counts["sender_messages"]
+                  + counts["keeper_messages"]),
              "requests", "lambda_request"),
         Line("API Gateway REST requests", k * counts["api_requests"], "requests", "apigw_rest_request"),
         Line("Step Functions state transitions (execution + TTL workflows)", k * counts["transitions"],
@@ -807,6 +829,7 @@ def execution_lines(counts: dict, settings: Settings, init: dict[str, ColdStart]
 def idle_lines(settings: Settings, init: dict[str, ColdStart], rotations: int) -> list[Line]:
     """The cost rows per idle month, `rotations` yearly key rotations done (0, 1, 2+)."""
     reconciles = sum(settings.schedules_per_month.values())
+    scheduled = " + ".join(sorted(settings.schedules_per_month))
     reconciler_mb = settings.memory["schedule_reconciler"].mb
     reconciler_s = RECONCILER_S + init["app"].billed_s(reconciler_mb)  # every hourly run is a cold start
     polls = len(settings.sqs_event_sources) * ESM_POLLERS * ESM_RECEIVES_PER_POLLER_MINUTE * 60 * 24 * DAYS_PER_MONTH
@@ -816,11 +839,11 @@ def idle_lines(settings: Settings, init: dict[str, ColdStart], rotations: int) -
              settings.kms_rotating * min(rotations, 2), "key-months", "kms_rotation_month"),
         Line(f"SQS long polling by {len(settings.sqs_event_sources)} event source mappings "
              f"({ESM_POLLERS} pollers x {ESM_RECEIVES_PER_POLLER_MINUTE}/min each)", polls, "requests", "sqs_request"),
-        Line(f"schedule_reconciler invocations ({reconciles:.0f}/month)", reconciles, "requests", "lambda_request"),
-        Line(f"schedule_reconciler duration (cold, {reconciler_mb} MB x {reconciler_s:.1f} s)",
+        Line(f"{scheduled} invocations ({reconciles:.0f}/month)", reconciles, "requests", "lambda_request"),
+        Line(f"{scheduled} duration (cold, {reconciler_mb} MB x {reconciler_s:.1f} s)",
              reconciles * reconciler_s * reconciler_mb / 1024, "GB-s", "lambda_gb_s"),
-        Line("schedule_reconciler DynamoDB Scan of an empty table", reconciles * 1, "RRU", "ddb_rru"),
-        Line("schedule_reconciler logs", reconciles * LOG_BYTES_PER_INVOCATION / 1e9, "GB", "logs_ingest_gb"),
+        Line(f"{scheduled}: DynamoDB Scan of an empty table", reconciles * 1, "RRU", "ddb_rru"),
+        Line(f"{scheduled} logs", reconciles * LOG_BYTES_PER_INVOCATION / 1e9, "GB", "logs_ingest_gb"),
         Line(f"DynamoDB storage + PITR of {len(settings.tables)} empty tables ({len(settings.pitr_tables)} with PITR)",
              0.0, "GB-month", "ddb_pitr_gb_month"),
         Line(f"ECR: the worker image (~{ECR_IMAGE_GB:g} GB, assumed)", ECR_IMAGE_GB, "GB-month", "ecr_gb_month"),
