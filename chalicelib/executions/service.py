@@ -16,6 +16,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.platform import models
 from chalicelib.executions import states
+from chalicelib.executions.placement import FARGATE, compute_for
 from chalicelib.executions.logtext import (
     Chunk, Segment, byte_length, cut, event_segments, event_text, outcome_line, running_segments,
 )
@@ -128,6 +129,7 @@ def render_execution(execution: Execution) -> dict:
         "started_by": execution.started_by,
         "scheduled_time": _int(execution.scheduled_time),
         "created_time": int(execution.created_time),
+        "compute": execution.compute,
     }
     return document
 
@@ -326,7 +328,7 @@ class ExecutionService:
             attempt=1, timers=[], target_hosts=hosts, failed_hosts=[], started_by=started_by,
             scheduled_time=scheduled_time, callbacks=json.dumps(spec["callbacks"]) if spec.get("callbacks") else None,
             sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now,
-            log_start=0)
+            log_start=0, compute=self._compute(spec.get("executionTtl")))
         self._jobs.execution_count(job)  # a job stored before counts were kept is counted first
         self._put_counted(execution, account, chosen)
         self._notify(execution, states.PENDING)
@@ -368,6 +370,7 @@ class ExecutionService:
         actions = [Execution.status.set(states.PENDING), Execution.attempt.set(attempt),
                    Execution.target_hosts.set(hosts), Execution.failed_hosts.set([]),
                    Execution.status_reason.remove(), Execution.run_token.remove(),
+                   Execution.compute.set(self._compute(json.loads(job.spec).get("executionTtl"))),
                    Execution.updated_time.set(now_ms())]
         log_start = self._log_end(execution_id)
         actions.append(Execution.log_start.set(log_start) if log_start is not None else Execution.log_start.remove())
@@ -401,9 +404,18 @@ class ExecutionService:
             limit = None
         return int(limit or self._settings.max_concurrent_per_account)
 
+    def _compute(self, ttl_minutes: int | None) -> str:
+        """Where an attempt with this TTL runs (chalicelib/executions/placement.py)."""
+        return compute_for((ttl_minutes or DEFAULT_TTL_MINUTES) * self._settings.ttl_minute_seconds, self._settings)
+
     def _dispatch(self, execution: Execution, ttl_minutes: int | None) -> None:
-        """Start the workflow of the execution's current attempt, and the one enforcing its TTL."""
+        """Start the workflow of the execution's current attempt, and the one enforcing its TTL.
+
+        The attempt's run message goes to the run queue (Lambda) or to the Fargate queue (its
+        launcher starts a task), as its TTL decides; the workflow is the same.
+        """
         attempt = int(execution.attempt)
+        compute = self._compute(ttl_minutes)
         ttl_minutes = ttl_minutes or DEFAULT_TTL_MINUTES
         ttl_seconds = ttl_minutes * self._settings.ttl_minute_seconds
         settings = self._settings
@@ -417,7 +429,8 @@ class ExecutionService:
             "callbackQueueUrl": settings.callback_queue_url,
         }
         workflow_input = dict(
-            common, queueUrl=settings.run_queue_url, handoffQueueUrl=settings.handoff_queue_url,
+            common, queueUrl=settings.fargate_queue_url if compute == FARGATE else settings.run_queue_url,
+            handoffQueueUrl=settings.handoff_queue_url,
             accountsTable=settings.table("AccountsTable"),
             concurrencyLimit=self._concurrency_limit(execution.account_alias),
             heartbeatSeconds=settings.heartbeat_seconds,

@@ -191,6 +191,9 @@ class Execution(Model):
     # Where the current attempt's text starts in the execution's log (bytes), for the worker's
     # event offsets; None when earlier events carry no offsets (written before they existed).
     log_start = NumberAttribute(null=True, attr_name="logStart")
+    # Where the current attempt runs: "lambda" or "fargate" (chalicelib/executions/placement.py);
+    # None for executions stored before it was recorded.
+    compute = UnicodeAttribute(null=True)
     by_created_time = ExecutionsByCreatedTime()
 
 

@@ -40,6 +40,7 @@ def reset() -> None:
     webhook_secrets.cache_clear()
     sender.cache_clear()
     run_handoff.cache_clear()
+    fargate_launcher.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -100,3 +101,11 @@ def run_handoff():
     from chalicelib.executions.handoff import RunHandoff
 
     return RunHandoff(aws.client("stepfunctions"))
+
+
+@lru_cache(maxsize=1)
+def fargate_launcher():
+    """The Fargate queue's handler: one ECS Fargate task per run message."""
+    from chalicelib.executions.launcher import FargateLauncher
+
+    return FargateLauncher(aws.client("ecs"), aws.client("stepfunctions"), get_settings())
