@@ -24,7 +24,7 @@ logger = logging.getLogger("runner.worker")
 
 def main() -> int:
     """Run the task's attempt; exit 0 once its result is reported, 1 if the message is missing."""
-    logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The message holds the workflow's task token: out of the environment before anything starts.
     body = os.environ.pop(MESSAGE_VARIABLE, "")
