@@ -196,6 +196,8 @@ def test_ttl_on_fargate_stops_then_kills_after_the_grace(control, repo):
     # GIVEN a Fargate run of a 120 s task under a TTL of 20 "minutes" (20 s here)
     run = Run(control.client("DEMO"), repo, "long.yml", ttl=20)
     assert run.started["compute"] == "fargate"
+    run.wait_task_started("long sleep")
+    assert run.get()["status"] == "RUNNING", "the task should start before the TTL is reached"
     # WHEN the TTL is reached, THEN the run is stopped, then killed once the grace is over
     stopping = run.wait(lambda current: current["status"] in {"STOPPING", *FINAL})
     assert stopping["status"] == "STOPPING" and "time-to-live of 20 min reached" in stopping["status_reason"]
