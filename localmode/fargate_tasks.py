@@ -74,8 +74,10 @@ class FargatePool:
             logger.exception("unreadable message %s on the Fargate queue; left to its redrive", message["MessageId"])
             return
         command = [sys.executable, "-m", "runner_lambda.fargate"]
+        # Fargate's own variables only inside a sandbox: with them, the worker owns its environment
+        # (it kills every other process of its user and empties /tmp), which outside one is the developer's.
         environment = {**os.environ, **self._environment, **task_environment(run),
-                       "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE", "RUNNER_PARENT_PID": str(os.getpid())}
+                       "RUNNER_PARENT_PID": str(os.getpid())}
         if self._sandbox is not None:
             command, environment = wrap(command, self._sandbox), worker_environment(environment, fargate=True)
         with self._lock:
