@@ -8,12 +8,15 @@ from pathlib import Path
 import yaml
 from chalice import AuthResponse, Chalice, Rate, Response
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor, EventType, SqsFifoPartialProcessor, process_partial_response,
+)
 
 from chalicelib.platform import wiring as services
 from chalicelib.auth import roles, users
 from chalicelib.callbacks import sender as webhooks
 from chalicelib.executions.handoff import Handoff
+from chalicelib.executions.slots import UNFINISHED, SlotMessage, release_ended_workflow
 from chalicelib.platform.config import get_settings
 from chalicelib.platform.errors import AuthorizerDenied, Unauthenticated
 from chalicelib.platform.web import (
@@ -321,6 +324,37 @@ def run_handoff(event):
 
 def _hand_off_record(record):
     services.run_handoff().handle(Handoff.parse(record.body))
+
+
+# The accounts' run slots (chalicelib/executions/slots.py). The slot queue is FIFO with the
+# account as message group: a batch holds messages in the order sent, and the FIFO processor
+# stops at the first failure and reports it and every later one, so none is decided out of order.
+@app.on_sqs_message(queue="SlotQueue", batch_size=10, name="slot_keeper")
+def slot_keeper(event):
+    """The slot queue: each take, leave and fill of an account's run slots, in order."""
+    return process_partial_response(event=event.to_dict(), record_handler=_keep_slots_record,
+                                    processor=SqsFifoPartialProcessor(), context=event.context)
+
+
+def _keep_slots_record(record):
+    services.slot_keeper().handle(SlotMessage.parse(record.body))
+
+
+# Any end of an execution workflow gives its run slot back: ReleaseSlot does it on the way out;
+# a workflow that fails, times out or is aborted first is released here. `${ExecutionStateMachine}`
+# becomes the stack's state machine ARN in `make package` (stack/package.py).
+@app.on_cw_event({"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                  "detail": {"status": list(UNFINISHED), "stateMachineArn": ["${ExecutionStateMachine}"]}},
+                 name="slot_release")
+def slot_release(event):
+    """EventBridge: an execution workflow ended without releasing its slot."""
+    release_ended_workflow(event.to_dict(), get_settings().execution_state_machine_arn, services.slot_queue())
+
+
+@app.schedule(Rate(10, unit=Rate.MINUTES), name="slot_reconciler")
+def slot_reconciler(event):
+    """Every 10 minutes: release what workflows that no longer run still hold or wait for."""
+    return services.slot_reconciler().run()
 
 
 # Runs whose TTL does not fit in a Lambda invocation (chalicelib/executions/placement.py): each

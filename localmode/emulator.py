@@ -66,9 +66,10 @@ def emulator_environment(endpoint: str, region: str, table_prefix: str, template
         env[table_env_var(logical_id)] = f"{table_prefix}{logical_id}"
     # Queues, state machines, schedule groups: the names the template's Globals give the functions.
     groups = resources(template, "AWS::Scheduler::ScheduleGroup")
+    queues = resources(template, "AWS::SQS::Queue")
     for variable, logical_id in function_references(template).items():
-        if logical_id in resources(template, "AWS::SQS::Queue"):
-            env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{table_prefix}{logical_id}"
+        if logical_id in queues:
+            env[variable] = f"{endpoint}/{MOTO_ACCOUNT_ID}/{queue_name(table_prefix, logical_id, queues[logical_id])}"
         elif logical_id in state_machines(template):
             env[variable] = f"arn:aws:states:{region}:{MOTO_ACCOUNT_ID}:stateMachine:{table_prefix}{logical_id}"
         elif logical_id in groups:
@@ -101,21 +102,30 @@ def state_machines(template: dict) -> dict[str, dict]:
             **resources(template, "AWS::StepFunctions::StateMachine")}
 
 
+def queue_name(prefix: str, logical_id: str, properties: dict) -> str:
+    """The emulator's name of a template queue (a FIFO queue's name must end in .fifo, as CloudFormation's does)."""
+    return f"{prefix}{logical_id}" + (".fifo" if properties.get("FifoQueue") else "")
+
+
 def _create_queues(sqs: Any, region: str, prefix: str, template: dict) -> None:
     queues = resources(template, "AWS::SQS::Queue")
     # Dead-letter queues first: the others name them in their redrive policy.
     for logical_id in sorted(queues, key=lambda name: "RedrivePolicy" in queues[name]):
         properties = queues[logical_id]
         attributes = {key: str(properties[key]) for key in
-                      ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+                      ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds",
+                       "FifoQueue", "ContentBasedDeduplication")
                       if key in properties}
+        for key in ("FifoQueue", "ContentBasedDeduplication"):
+            if key in attributes:
+                attributes[key] = attributes[key].lower()
         redrive = properties.get("RedrivePolicy")
         if redrive:
             target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
             attributes["RedrivePolicy"] = json.dumps({
-                "deadLetterTargetArn": f"arn:aws:sqs:{region}:{MOTO_ACCOUNT_ID}:{prefix}{target}",
+                "deadLetterTargetArn": f"arn:aws:sqs:{region}:{MOTO_ACCOUNT_ID}:{queue_name(prefix, target, queues[target])}",
                 "maxReceiveCount": str(redrive["maxReceiveCount"])})
-        sqs.create_queue(QueueName=f"{prefix}{logical_id}", Attributes=attributes)
+        sqs.create_queue(QueueName=queue_name(prefix, logical_id, properties), Attributes=attributes)
 
 
 def _create_state_machines(sfn: Any, prefix: str, template: dict) -> None:

@@ -26,6 +26,7 @@ from localmode.schedule_tick import LocalScheduler
 from localmode.sandbox import SandboxPlan, make_plan, unavailable_reason
 from localmode.workers import DEFAULT_WORKERS, WorkerPool
 from localmode.fargate_tasks import DEFAULT_FARGATE_WORKERS, FargatePool
+from localmode.workflow_events import WorkflowEndWatcher
 from localmode.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
 )
@@ -33,6 +34,8 @@ from chalicelib.platform.template import load_template
 
 logger = logging.getLogger("runner.local")
 SNAPSHOT_EVERY_SECONDS = 30
+# The slot reconciler's period (10 minutes on AWS): a slot a lost release left held comes back within it.
+SLOT_RECONCILE_SECONDS = 60
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -57,7 +60,7 @@ def recover_executions(settings) -> int:
     from chalicelib.callbacks.notices import Notifier
     from chalicelib.executions import states
     from chalicelib.jobs.service import now_ms
-    from chalicelib.platform.models import Account, Execution
+    from chalicelib.platform.models import Execution, RunSlot
     from chalicelib.platform.storage import condition_failed
 
     notifier = Notifier(aws.client("sqs"), settings.callback_queue_url)
@@ -79,14 +82,9 @@ def recover_executions(settings) -> int:
             continue
         notifier.status_changed(execution, target)
         recovered += 1
-    # No workflow holds a run slot any more.
-    for account in Account.scan(Account.running_count > 0):
-        try:
-            # Conditional: an update of a deleted account would create a stray item.
-            account.update(actions=[Account.running_count.set(0)], condition=Account.account_alias.exists())
-        except UpdateError as exc:
-            if not condition_failed(exc):
-                raise
+    # No workflow holds a run slot or waits for one any more.
+    for entry in RunSlot.scan():
+        entry.delete()
     return recovered
 
 
@@ -127,6 +125,8 @@ class LocalRunner:
         self.scheduler: LocalScheduler | None = None
         self.callbacks: QueuePoller | None = None
         self.handoffs: QueuePoller | None = None
+        self.slots: QueuePoller | None = None
+        self.workflow_events: WorkflowEndWatcher | None = None
         self.server: LocalDevServer | None = None
         self.emulator_state = None
         self.local_json: dict = {}
@@ -186,6 +186,7 @@ class LocalRunner:
         self.snapshot()
         threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
         self._start_handoffs(settings)
+        self._start_slots(settings)
         worker_environment = {name: value for name, value in os.environ.items() if name.startswith(("AWS_", "RUNNER_"))}
         sandbox = self._sandbox_plan()
         self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS), worker_environment, sandbox)
@@ -239,6 +240,29 @@ class LocalRunner:
                                     threads=2, batch_size=4)
         self.handoffs.start()
 
+    def _start_slots(self, settings) -> None:
+        """The slot keeper fed by the slot queue, the slot release fed by workflow ends, the slot reconciler on a timer."""
+        from app import slot_keeper, slot_reconciler, slot_release
+        from chalicelib.executions.slots import UNFINISHED
+
+        # Two pollers: the queue is FIFO, so both never hold one account's messages at once.
+        self.slots = QueuePoller(aws.client("sqs"), settings.slot_queue_url, slot_keeper, settings.region,
+                                 threads=2, batch_size=10, function="slot_keeper")
+        self.slots.start()
+        self.workflow_events = WorkflowEndWatcher(aws.client("stepfunctions"), settings.execution_state_machine_arn,
+                                                  slot_release, UNFINISHED)
+        self.workflow_events.start()
+        every = _positive_int("RUNNER_SLOT_RECONCILE_SECONDS", SLOT_RECONCILE_SECONDS)
+        threading.Thread(target=self._every, args=(every, lambda: slot_reconciler({}), "slot reconciler"),
+                         name="slot-reconciler", daemon=True).start()
+
+    def _every(self, seconds: int, action, name: str) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - one failed round must not end the service
+                logger.exception("%s failed", name)
+
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(SNAPSHOT_EVERY_SECONDS):
             try:
@@ -270,6 +294,10 @@ class LocalRunner:
             self.callbacks.stop()
         if self.handoffs is not None:
             self.handoffs.stop()
+        if self.workflow_events is not None:
+            self.workflow_events.stop()
+        if self.slots is not None:
+            self.slots.stop()
         if self.workers is not None:
             self.workers.stop()
         if self.fargate is not None:

@@ -9,6 +9,7 @@ finished here, each step a function below:
 - the functions' policy files name resources as `${LogicalId}` / `${LogicalId.Arn}`
   (CloudFormation's Fn::Sub syntax): each such string becomes an Fn::Sub, which scopes every grant
   to this stack's own resources;
+- the functions' EventBridge patterns name resources the same way (`${ExecutionStateMachine}`);
 - the state machines' definitions are copied next to the template, so that every relative
   reference in `dist/template.yaml` resolves inside `dist/`.
 
@@ -80,26 +81,37 @@ def bind_queue_consumers(template: dict) -> None:
                 event["Properties"]["FunctionResponseTypes"] = ["ReportBatchItemFailures"]
 
 
+def _substituted(value: Any) -> Any:
+    """`value` with every `${...}` string made an Fn::Sub (intrinsic functions left as they are)."""
+    if isinstance(value, list):
+        return [_substituted(item) for item in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)).startswith(("Fn::", "Ref")):
+            return value  # already an intrinsic function
+        return {key: _substituted(item) for key, item in value.items()}
+    if isinstance(value, str) and "${" in value:
+        if "${aws:" in value:
+            raise SystemExit(f"IAM policy variable in {value!r}: write it as ${{!aws:...}}")
+        return {"Fn::Sub": value}
+    return value
+
+
 def scope_policies(template: dict) -> None:
     """Turn every `${...}` string of the roles' policy documents into an Fn::Sub."""
-
-    def substitute(value: Any) -> Any:
-        if isinstance(value, list):
-            return [substitute(item) for item in value]
-        if isinstance(value, dict):
-            if len(value) == 1 and next(iter(value)).startswith(("Fn::", "Ref")):
-                return value  # already an intrinsic function
-            return {key: substitute(item) for key, item in value.items()}
-        if isinstance(value, str) and "${" in value:
-            if "${aws:" in value:
-                raise SystemExit(f"IAM policy variable in {value!r}: write it as ${{!aws:...}}")
-            return {"Fn::Sub": value}
-        return value
-
     for value in template["Resources"].values():
         if value["Type"] == "AWS::IAM::Role":
             for policy in value["Properties"].get("Policies", []):
-                policy["PolicyDocument"] = substitute(policy["PolicyDocument"])
+                policy["PolicyDocument"] = _substituted(policy["PolicyDocument"])
+
+
+def scope_event_patterns(template: dict) -> None:
+    """Turn every `${...}` string of the functions' EventBridge patterns (Chalice on_cw_event) into an Fn::Sub."""
+    for value in template["Resources"].values():
+        if value["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in value["Properties"].get("Events", {}).values():
+            if event["Type"] == "CloudWatchEvent":
+                event["Properties"]["Pattern"] = _substituted(event["Properties"]["Pattern"])
 
 
 def copy_definitions(template: dict, out: Path) -> None:
@@ -118,6 +130,7 @@ def package(out: Path, stage: str = "dev") -> Path:
         shutil.rmtree(out)
     template = run_chalice(merged_sources(), out, stage)
     bind_queue_consumers(template)
+    scope_event_patterns(template)
     scope_policies(template)
     copy_definitions(template, out)
     path = out / "template.yaml"

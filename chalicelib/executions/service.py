@@ -17,6 +17,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.platform import models
 from chalicelib.executions import states
 from chalicelib.executions.placement import FARGATE, compute_for
+from chalicelib.executions.slots import SlotQueue
 from chalicelib.executions.logtext import (
     Chunk, Segment, byte_length, cut, event_segments, event_text, outcome_line, running_segments,
 )
@@ -26,7 +27,7 @@ from chalicelib.platform.errors import Conflict, InvalidRequest, NotFound
 from chalicelib.jobs.service import JobService, now_ms
 from chalicelib.jobs.spec import MAX_HOSTS, validate_host_id
 from chalicelib.jobs.ssh_keys import decode_private_key
-from chalicelib.platform.models import Account, Execution, ExecutionEvent, JobExecutionCount
+from chalicelib.platform.models import Execution, ExecutionEvent, JobExecutionCount
 from chalicelib.platform.paging import MAX_RESPONSE_BYTES, Page, PageRequest, json_wire_size, wire_size
 from chalicelib.platform.sealing import Opener, Sealer
 from chalicelib.platform.storage import condition_failed, conflicted, failed_conditions, newest_first_page
@@ -156,12 +157,13 @@ class ExecutionService:
     """Starts executions through Step Functions and answers their state."""
 
     def __init__(self, jobs: JobService, kms: Any, stepfunctions: Any, settings: Settings,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, slots: SlotQueue | None = None) -> None:
         self._jobs = jobs
         self._kms = kms
         self._sfn = stepfunctions
         self._settings = settings
         self._notifier = notifier
+        self._slots = slots
 
     def _notify(self, execution: Execution, status: str) -> None:
         if self._notifier is not None:
@@ -397,13 +399,6 @@ class ExecutionService:
             return None
         return int(last.log_offset) + byte_length(event_text(last.stdout))
 
-    def _concurrency_limit(self, account: str) -> int:
-        try:
-            limit = Account.get(account, attributes_to_get=["maxConcurrent"]).max_concurrent
-        except DoesNotExist:
-            limit = None
-        return int(limit or self._settings.max_concurrent_per_account)
-
     def _compute(self, ttl_minutes: int | None) -> str:
         """Where an attempt with this TTL runs (chalicelib/executions/placement.py)."""
         return compute_for((ttl_minutes or DEFAULT_TTL_MINUTES) * self._settings.ttl_minute_seconds, self._settings)
@@ -427,12 +422,11 @@ class ExecutionService:
             "attemptText": str(attempt),
             "executionsTable": settings.table("ExecutionsTable"),
             "callbackQueueUrl": settings.callback_queue_url,
+            "slotQueueUrl": settings.slot_queue_url,
         }
         workflow_input = dict(
             common, queueUrl=settings.fargate_queue_url if compute == FARGATE else settings.run_queue_url,
             handoffQueueUrl=settings.handoff_queue_url,
-            accountsTable=settings.table("AccountsTable"),
-            concurrencyLimit=self._concurrency_limit(execution.account_alias),
             heartbeatSeconds=settings.heartbeat_seconds,
             # A bound on each wait (in the run queue, then for the run); the TTL itself is enforced
             # (gracefully) by the control workflow.
@@ -561,8 +555,15 @@ class ExecutionService:
         self._notify(execution, target)
 
     def _end_pending(self, execution: Execution, target: str, reason: str) -> dict:
-        """A PENDING execution ends without running anything (its queued message will find it ended)."""
+        """A PENDING execution ends without running anything.
+
+        It leaves its account's run slots at once: a waiter's workflow ends, a slot granted to it
+        goes to the next waiter (a run message already queued finds it ended).
+        """
         self._move(execution, target, reason)
+        if self._slots is not None:
+            self._slots.leave(execution.account_alias, execution.job_id, execution.execution_id,
+                              int(execution.attempt))
         return render_execution(execution)
 
 

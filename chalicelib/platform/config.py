@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 # environment variable derived from its logical id (JobsTable -> RUNNER_JOBS_TABLE), which the
 # template sets on every function and local mode sets for itself.
 TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTable", "ExecutionEventsTable",
-                     "SchedulesTable", "ServiceAccountsTable", "DeliveriesTable")
+                     "SchedulesTable", "ServiceAccountsTable", "DeliveriesTable", "SlotsTable")
 
 # Bearer tokens last 12 hours unless RUNNER_TOKEN_TTL_SECONDS says otherwise.
 DEFAULT_TOKEN_TTL_SECONDS = 12 * 3600
@@ -107,6 +107,8 @@ class Settings:
     run_queue_url: str = ""
     # Where the execution workflow hands a claimed run's task token to the run handoff.
     handoff_queue_url: str = ""
+    # Where run slots are taken and given back (a FIFO queue, one message group per account).
+    slot_queue_url: str = ""
     execution_state_machine_arn: str = ""
     control_state_machine_arn: str = ""
     heartbeat_seconds: int = 60
@@ -165,6 +167,7 @@ class Settings:
             report_aws_calls=local,
             run_queue_url=env.get("RUNNER_RUN_QUEUE_URL", ""),
             handoff_queue_url=env.get("RUNNER_HANDOFF_QUEUE_URL", ""),
+            slot_queue_url=env.get("RUNNER_SLOT_QUEUE_URL", ""),
             execution_state_machine_arn=env.get("RUNNER_EXECUTION_STATE_MACHINE_ARN", ""),
             control_state_machine_arn=env.get("RUNNER_CONTROL_STATE_MACHINE_ARN", ""),
             heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -63,8 +64,6 @@ class Account(Model):
     account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
     job_count = NumberAttribute(attr_name="jobCount", default=0)
     created_time = NumberAttribute(attr_name="createdTime")
-    # Executions holding a run slot now (taken and given back by the execution workflow).
-    running_count = NumberAttribute(attr_name="runningCount", null=True)
     # At most this many executions run at once; None: the service's default.
     max_concurrent = NumberAttribute(attr_name="maxConcurrent", null=True)
     # The HMAC key that signs the account's webhooks, sealed by KMS (JSON envelope).
@@ -283,10 +282,35 @@ class Delivery(Model):
     expires_at = NumberAttribute(null=True, attr_name="expiresAt")
 
 
+class RunSlot(Model):
+    """One entry of an account's run slots (chalicelib/executions/slots.py keeps them).
+
+    `entry` says which: `holder#<executionId>#<attempt>` holds a slot; `waiter#<seq>` waits for
+    one, oldest first (seq zero-padded, so the sort key orders them); `ticket#<executionId>#<attempt>`
+    finds a waiter's place; `next` holds the account's next seq.
+    """
+
+    class Meta:
+        table_name = "runner-slots"
+
+    account_alias = UnicodeAttribute(hash_key=True, attr_name="accountAlias")
+    entry = UnicodeAttribute(range_key=True)
+    job_id = UnicodeAttribute(null=True, attr_name="jobId")
+    execution_id = UnicodeAttribute(null=True, attr_name="executionId")
+    attempt = NumberAttribute(null=True)
+    # The TakeSlot task token that a grant (or a refusal) ends.
+    task_token = UnicodeAttribute(null=True, attr_name="taskToken")
+    # A holder whose task was not told yet (the keeper stopped in between): told on the next fill.
+    granted = BooleanAttribute(null=True)
+    seq = NumberAttribute(null=True)
+    since = NumberAttribute(null=True)
+
+
 # Model class -> logical id of its table in infra/template.yaml.
 MODELS = {User: "UsersTable", Account: "AccountsTable", SigningKeyItem: "AccountsTable", Job: "JobsTable", JobExecutionCount: "JobsTable",
           Execution: "ExecutionsTable", ExecutionEvent: "ExecutionEventsTable",
-          Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable"}
+          Schedule: "SchedulesTable", ServiceAccount: "ServiceAccountsTable", Delivery: "DeliveriesTable",
+          RunSlot: "SlotsTable"}
 
 _bound: dict = {"settings": None, "connection": None}
 # Models bound one by one (bind_one), each with the settings it was bound to.

@@ -40,6 +40,8 @@ def reset() -> None:
     webhook_secrets.cache_clear()
     sender.cache_clear()
     run_handoff.cache_clear()
+    slot_queue.cache_clear()
+    slot_keeper.cache_clear()
     fargate_launcher.cache_clear()
 
 
@@ -48,7 +50,8 @@ def execution_service():
     """The Executions service bound to this process's settings."""
     from chalicelib.executions.service import ExecutionService
 
-    return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings(), notifier())
+    return ExecutionService(job_service(), aws.client("kms"), aws.client("stepfunctions"), get_settings(), notifier(),
+                            slot_queue())
 
 
 @lru_cache(maxsize=1)
@@ -101,6 +104,30 @@ def run_handoff():
     from chalicelib.executions.handoff import RunHandoff
 
     return RunHandoff(aws.client("stepfunctions"))
+
+
+@lru_cache(maxsize=1)
+def slot_queue():
+    """Sends leave and fill messages to the slot keeper."""
+    from chalicelib.executions.slots import SlotQueue
+
+    return SlotQueue(aws.client("sqs"), get_settings().slot_queue_url)
+
+
+@lru_cache(maxsize=1)
+def slot_keeper():
+    """The slot queue's handler: takes, leaves and fills of the accounts' run slots."""
+    from chalicelib.executions.slots import SlotKeeper, account_limit
+
+    default = get_settings().max_concurrent_per_account
+    return SlotKeeper(aws.client("stepfunctions"), lambda account: account_limit(account, default))
+
+
+def slot_reconciler():
+    """Releases the run slots of workflows that no longer run."""
+    from chalicelib.executions.slots import SlotReconciler
+
+    return SlotReconciler(aws.client("stepfunctions"), get_settings().execution_state_machine_arn, slot_queue())
 
 
 @lru_cache(maxsize=1)

@@ -263,6 +263,16 @@ class LocalMode:
         return [event["stateEnteredEventDetails"]["name"] for event in history["events"]
                 if "stateEnteredEventDetails" in event]
 
+    def waiting_for_slot(self, execution_id: str, attempt: int = 1) -> bool:
+        """Whether the attempt is on its account's waiting list: the slot keeper took it in and granted nothing yet."""
+        item = self.aws("dynamodb").get_item(
+            TableName=self.emulator_environment()["RUNNER_SLOTS_TABLE"], ConsistentRead=True,
+            Key={"accountAlias": {"S": self._account_of(execution_id)}, "entry": {"S": f"ticket#{execution_id}#{attempt}"}})
+        return "Item" in item
+
+    def _account_of(self, execution_id: str) -> str:
+        return json.loads(self.workflow(execution_id)["input"])["accountAlias"]
+
     def queue_drained(self, variable: str) -> bool:
         """Whether the queue named by environment `variable` holds no message: none waiting, in flight or delayed."""
         attributes = self.aws("sqs").get_queue_attributes(QueueUrl=self.emulator_environment()[variable],

@@ -150,20 +150,23 @@ def test_stop_or_kill_of_a_pending_execution_ends_it_without_running(control, re
         blocker.wait(lambda current: current["status"] == "RUNNING")
     waiting_stop = Run(api, repo, "quick.yml")
     waiting_kill = Run(api, repo, "quick.yml")
-    for waiting in (waiting_stop, waiting_kill):  # their workflows were refused a slot and wait for one
-        wait_until(lambda: "WaitForSlot" in control.workflow_states(waiting.id),
+    for waiting in (waiting_stop, waiting_kill):  # their workflows are parked in TakeSlot, on the waiting list
+        wait_until(lambda: control.waiting_for_slot(waiting.id),
                    message=f"the workflow of {waiting.id} never waited for a run slot")
     assert waiting_stop.get()["status"] == "PENDING"
-    # WHEN one is stopped and the other killed, then the slots are freed
+    # WHEN one is stopped and the other killed
     assert waiting_stop.post("stop").json()["status"] == "STOPPED"
     assert waiting_kill.post("kill").json()["status"] == "KILLED"
+    # THEN they leave the waiting list at once: their workflows end while every slot is still taken
+    for ended in (waiting_stop, waiting_kill):
+        wait_until(lambda: control.workflow_ended(ended.id), message=f"the workflow of {ended.id} never ended")
+    assert all(blocker.get()["status"] == "RUNNING" for blocker in blockers)
     for blocker in blockers:
         blocker.post("kill")
     for blocker in blockers:
         blocker.wait_final()
-    # THEN their workflows end without running them: no events, no timers, the status they were given
+    # AND nothing of them ran: no events, no timers, the status they were given
     for ended in (waiting_stop, waiting_kill):
-        wait_until(lambda: control.workflow_ended(ended.id), message=f"the workflow of {ended.id} never ended")
         assert ended.events() == [] and ended.get()["timers"] == []
     assert waiting_stop.get()["status"] == "STOPPED" and waiting_kill.get()["status"] == "KILLED"
 

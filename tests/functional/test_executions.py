@@ -93,7 +93,7 @@ def test_start_answers_a_pending_execution_and_dispatches_its_workflow(client, r
     assert workflow_input["executionId"] == execution["execution_id"] and workflow_input["attempt"] == 1
     # No executionTtl: the default 180 minutes, more than a Lambda invocation holds.
     assert execution["compute"] == "fargate" and workflow_input["queueUrl"] == get_settings().fargate_queue_url != ""
-    assert workflow_input["concurrencyLimit"] == 4
+    assert workflow_input["slotQueueUrl"] == get_settings().slot_queue_url
     assert workflow_input["handoffQueueUrl"] == get_settings().handoff_queue_url != ""
     assert workflow_input["runTimeoutSeconds"] > 180 * 60
     controls = sfn.list_executions(stateMachineArn=get_settings().control_state_machine_arn)["executions"]

@@ -58,6 +58,7 @@ STACK_ID = f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/6f1
 CHALICE_FUNCTIONS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
                      "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
                      "callback_sender": "CallbackSender", "run_handoff": "RunHandoff",
+                     "slot_keeper": "SlotKeeper", "slot_release": "SlotRelease", "slot_reconciler": "SlotReconciler",
                      "fargate_launcher": "FargateLauncher"}
 WORKER = "Worker"
 # The Fargate task of the worker image: its code is runner_lambda/fargate.py's, its role the task
