@@ -372,3 +372,17 @@ def execution_retry(event):
 
 def _retry_record(record):
     services.retries().handle(json.loads(record.body))
+
+
+# Runs whose TTL does not fit in a Lambda invocation (chalicelib/executions/placement.py): each
+# message becomes a Fargate task of the worker image, which reports to the workflow as the Lambda
+# worker does. Batch size 1 as above; a failed launch comes back after the visibility timeout.
+@app.on_sqs_message(queue="FargateQueue", batch_size=1, name="fargate_launcher", maximum_concurrency=5)
+def fargate_launcher(event):
+    """The Fargate queue: each run message starts one Fargate task (partial failures reported)."""
+    return process_partial_response(event=event.to_dict(), record_handler=_launch_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
+
+
+def _launch_record(record):
+    services.fargate_launcher().handle(record.body, int(record.attributes.approximate_receive_count or 1))

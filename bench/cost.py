@@ -115,6 +115,7 @@ KMS = "https://aws.amazon.com/kms/pricing/"
 CW = "https://aws.amazon.com/cloudwatch/pricing/"
 EB = "https://aws.amazon.com/eventbridge/pricing/"
 ECR = "https://aws.amazon.com/ecr/pricing/"
+FARGATE = "https://aws.amazon.com/fargate/pricing/"
 
 # us-east-1 list prices, without free tiers, as of PRICES_AS_OF.
 PRICES: dict[str, Price] = {
@@ -136,6 +137,9 @@ PRICES: dict[str, Price] = {
     "logs_ingest_gb": Price(0.50, "GB of logs ingested", CW),
     "scheduler_invocation": Price(1.00 / 1e6, "Scheduler invocation (after 14 M free a month)", EB),
     "ecr_gb_month": Price(0.10, "GB-month of image storage", ECR),
+    # Billed per second from the start of the image pull to the task's end, one minute at least.
+    "fargate_vcpu_s": Price(0.04048 / 3600, "Fargate vCPU-second (Linux/x86; per second, 1-minute minimum)", FARGATE),
+    "fargate_gb_s": Price(0.004445 / 3600, "Fargate GB-second (Linux/x86; per second, 1-minute minimum)", FARGATE),
 }
 
 # --------------------------------------------------------------------------- stated assumptions
@@ -157,6 +161,11 @@ ECR_IMAGE_GB = 0.5                  # the worker image (Lambda Python base + git
 RECONCILER_S = 0.5                  # an hourly reconcile of an empty schedules table, warm part
 DAYS_PER_MONTH = 30
 CHALICE_DEFAULT_MB = 256
+# Runs whose TTL does not fit in a Lambda invocation run as Fargate tasks (one per run).
+FARGATE_MINIMUM_S = 60              # Fargate bills at least a minute per task
+FARGATE_START_S = 40                # assumed: image pull (~0.5 GB, uncached: every task is a fresh microVM) and start
+FARGATE_RUN_MINUTES = (60, 180)     # the long runs priced: an hour, and the reference's default TTL of 180 min
+LAUNCHER_S = 0.3                    # a warm fargate_launcher message (one RunTask)
 SUPERVISOR_POLL_S = 0.5             # runner_lambda/supervision.py POLL_SECONDS: a consistent GetItem each
 
 PLAYBOOK = "cost.yml"
@@ -184,7 +193,8 @@ class FunctionMemory:
 CHALICE_LOGICAL_IDS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuthorizer",
                        "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
                        "callback_sender": "CallbackSender", "slot_keeper": "SlotKeeper",
-                       "slot_reconciler": "SlotReconciler"}
+                       "slot_reconciler": "SlotReconciler",
+                       "fargate_launcher": "FargateLauncher"}
 
 
 @dataclass
@@ -200,6 +210,8 @@ class Settings:
     tables: list[str]
     sqs_event_sources: list[str]
     schedules_per_month: dict[str, float]
+    fargate_vcpu: float = 1.0
+    fargate_gb: float = 2.0
 
 
 def chalice_memory(name: str, config: dict, stage: str) -> tuple[int | None, str]:
@@ -243,7 +255,8 @@ def read_settings(stage: str) -> Settings:
                                       source or f"not set in the template nor .chalice/config.json: Chalice's default")
     tables = resources(template, "AWS::DynamoDB::Table")
     keys = resources(template, "AWS::KMS::Key")
-    heartbeat = template.get("Parameters", {}).get("HeartbeatSeconds", {}).get("Default", 60)
+    parameters = template.get("Parameters", {})
+    heartbeat = parameters.get("HeartbeatSeconds", {}).get("Default", 60)
     event_sources = [f"{logical_id} <- {source['Properties']['Queue']['Fn::GetAtt'][0]}"
                      for logical_id, properties in functions.items()
                      for source in (properties.get("Events") or {}).values() if source.get("Type") == "SQS"]
@@ -261,7 +274,9 @@ def read_settings(stage: str) -> Settings:
         kms_rotating=sum(1 for key in keys.values() if key.get("EnableKeyRotation")),
         pitr_tables=sorted(name for name, properties in tables.items() if (
             properties.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")),
-        tables=sorted(tables), sqs_event_sources=event_sources, schedules_per_month=schedules)
+        tables=sorted(tables), sqs_event_sources=event_sources, schedules_per_month=schedules,
+        fargate_vcpu=int(parameters.get("FargateCpu", {}).get("Default", 1024)) / 1024,
+        fargate_gb=int(parameters.get("FargateMemory", {}).get("Default", 2048)) / 1024)
 
 
 def per_month(expression: Any) -> float:
@@ -850,6 +865,22 @@ def idle_lines(settings: Settings, init: dict[str, ColdStart], rotations: int) -
     ]
 
 
+def fargate_run_lines(settings: Settings, run_seconds: float) -> list[Line]:
+    """What one run of `run_seconds` on Fargate adds (the workflow, tables and webhooks cost as on Lambda)."""
+    billed = max(FARGATE_MINIMUM_S, FARGATE_START_S + run_seconds)
+    launcher_gb = settings.memory["fargate_launcher"].mb / 1024 if "fargate_launcher" in settings.memory else 0.25
+    return [
+        Line(f"Fargate vCPU ({settings.fargate_vcpu:g} vCPU x {billed:,.0f} s: the run + {FARGATE_START_S} s start, "
+             f"at least {FARGATE_MINIMUM_S} s)", settings.fargate_vcpu * billed, "vCPU-s", "fargate_vcpu_s"),
+        Line(f"Fargate memory ({settings.fargate_gb:g} GB x {billed:,.0f} s)", settings.fargate_gb * billed, "GB-s",
+             "fargate_gb_s"),
+        Line(f"fargate_launcher duration ({launcher_gb * 1024:.0f} MB x {LAUNCHER_S * 1000:.0f} ms)",
+             launcher_gb * LAUNCHER_S, "GB-s", "lambda_gb_s"),
+        Line("fargate_launcher request", 1, "requests", "lambda_request"),
+        Line("Fargate queue (send, receive, delete)", 3, "requests", "sqs_request"),
+    ]
+
+
 def build_report(measured: dict, settings: Settings, init: dict[str, ColdStart], args: argparse.Namespace) -> dict:
     """Counts, cost rows, totals and verdicts."""
     counts = per_execution_counts(measured, settings, args)
@@ -870,6 +901,7 @@ def build_report(measured: dict, settings: Settings, init: dict[str, ColdStart],
         "worker_mb_limit": worker_mb_limit, "worker_mb_limit_warm": worker_mb_limit_warm,
         "pause": args.pause, "poll": args.poll, "warm_pass": warm_total <= TARGET_PER_1000_USD,
         "pass": total <= TARGET_PER_1000_USD, "idle_pass": {r: t <= TARGET_IDLE_USD for r, t in idle_totals.items()},
+        "fargate": {minutes: fargate_run_lines(settings, minutes * 60) for minutes in FARGATE_RUN_MINUTES},
     }
 
 
@@ -985,6 +1017,14 @@ def print_report(report: dict, markdown: bool = False, out: Any = sys.stdout) ->
         bold = "**" if markdown and rotations == 0 else ""
         say(f"{'- ' if markdown else ''}{bold}Idle {usd(total)} a month, {when}; target <= "
             f"${TARGET_IDLE_USD:.2f}: {ok}{bold}")
+    for minutes, rows in report["fargate"].items():
+        heading(f"One long run on Fargate: a {minutes}-minute playbook (its TTL does not fit in a Lambda invocation)")
+        for text in table(cost_rows(rows, "per run"), markdown, {1, 3, 4}):
+            say(text)
+        say(f"\n{'- ' if markdown else ''}{usd(sum(line.usd for line in rows))} per run on top of what every execution "
+            f"costs (workflow, tables, webhooks); the same minutes on the Lambda worker "
+            f"({settings.memory['worker'].mb} MB) would be {usd(minutes * 60 * settings.memory['worker'].mb / 1024 * PRICES['lambda_gb_s'].usd)}, "
+            "were Lambda allowed them. Not counted: a NAT gateway or public IPv4 address the subnets may need.")
     heading(f"Prices (us-east-1, as of {PRICES_AS_OF})")
     rows = [["price", "per", "source"]] + [[f"${p.usd:.10g}", p.unit, p.source] for p in PRICES.values()]
     for text in table(rows, markdown, {0}):
@@ -1019,6 +1059,10 @@ def document(report: dict) -> dict:
         "idlePass": {str(k): v for k, v in report["idle_pass"].items()},
         "workerMemoryLimitMb": report["worker_mb_limit"], "workerMemoryLimitWarmMb": report["worker_mb_limit_warm"],
         "warmPass": report["warm_pass"],
+        "fargatePerRun": {str(minutes): {"lines": [{"component": line.component, "count": line.count, "unit": line.unit,
+                                                     "usd": line.usd} for line in rows],
+                                         "usd": sum(line.usd for line in rows)}
+                          for minutes, rows in report["fargate"].items()},
     }
 
 

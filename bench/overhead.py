@@ -63,6 +63,7 @@ from common import (FINAL_STATUSES, VENV_BIN, ApiError, Client, Deadline, Deadli
                     scratch_directory, summarize)
 
 PLAYBOOK = "hello.yml"
+LAMBDA_TTL_MINUTES = 10
 OVERHEAD_TARGET_S = 1.0
 THROUGHPUT_TARGET = 0.9
 HANDOFF_GAP_TARGET_MS = 150
@@ -512,7 +513,10 @@ def main(argv: list[str] | None = None) -> int:
             jobs = Jobs(client, account)
 
             def create(description: str) -> str:
-                return jobs.create(job_spec(file_url(repo), PLAYBOOK, description=description))
+                # A TTL that fits in a Lambda invocation: the runs take the Lambda path (no TTL would
+                # mean 180 minutes, a Fargate task per run: chalicelib/executions/placement.py).
+                return jobs.create(job_spec(file_url(repo), PLAYBOOK, description=description,
+                                            executionTtl=LAMBDA_TTL_MINUTES))
             warmup_job = create("overhead bench: warm-up") if args.warmup else None
             sequential_job = create("overhead bench: sequential")
             burst_job = create("overhead bench: burst") if args.burst else None

@@ -75,7 +75,8 @@ def measure(args: argparse.Namespace) -> dict:
         credentials = cleanup.enter_context(local)
         client = cleanup.enter_context(Client(credentials.base_url, credentials.token, timeout=60.0))
         jobs = Jobs(client, credentials.account)
-        job_id = jobs.create(job_spec(file_url(repo), PLAYBOOK, description="queue depth bench"))
+        # A TTL that fits in a Lambda invocation: the Lambda path (bench/overhead.py says why).
+        job_id = jobs.create(job_spec(file_url(repo), PLAYBOOK, description="queue depth bench", executionTtl=10))
         started = time.perf_counter()
         ids = [jobs.start(job_id) for _ in range(args.executions)]
         submitted_s = time.perf_counter() - started

@@ -39,6 +39,14 @@ LAMBDA_ENVIRONMENT = {
     "LANG": "C.UTF-8",
     "TZ": ":UTC",
 }
+# A Fargate task's environment has none of Lambda's variables; ECS names the platform.
+FARGATE_ENVIRONMENT = {
+    "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE",
+    "LAMBDA_TASK_ROOT": TASK_ROOT,  # the image's own ENV (Lambda's base image sets them)
+    "LAMBDA_RUNTIME_DIR": RUNTIME_ROOT,
+    "LANG": "C.UTF-8",
+    "TZ": ":UTC",
+}
 # What the worker keeps of local mode's environment: the emulator's address and credentials,
 # and the service's settings. Nothing else of the host reaches the sandbox.
 KEPT_PREFIXES = ("RUNNER_", "AWS_")
@@ -138,10 +146,11 @@ def _open_for_everyone(root: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def worker_environment(base: dict[str, str]) -> dict[str, str]:
-    """The worker's environment inside: Lambda's variables, the Dockerfile's, and the service's."""
+def worker_environment(base: dict[str, str], fargate: bool = False) -> dict[str, str]:
+    """The worker's environment inside: Lambda's variables (or a Fargate task's), the Dockerfile's,
+    and the service's."""
     env = {key: value for key, value in base.items() if key.startswith(KEPT_PREFIXES)}
-    env.update(LAMBDA_ENVIRONMENT)
+    env.update(FARGATE_ENVIRONMENT if fargate else LAMBDA_ENVIRONMENT)
     env.update(dockerfile_environment())
     env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
     env["PYTHONPATH"] = f"{TASK_ROOT}:{RUNTIME_ROOT}"

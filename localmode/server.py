@@ -25,6 +25,7 @@ from localmode.queue_poller import QueuePoller
 from localmode.schedule_tick import LocalScheduler
 from localmode.sandbox import SandboxPlan, make_plan, unavailable_reason
 from localmode.workers import DEFAULT_WORKERS, WorkerPool
+from localmode.fargate_tasks import DEFAULT_FARGATE_WORKERS, FargatePool
 from localmode.workflow_events import WorkflowEndWatcher, scheduled_event
 from localmode.snapshot import (
     dump_tables, load_tables, read_snapshot, save_snapshot, write_private,
@@ -120,6 +121,7 @@ class LocalRunner:
         self.accounts = accounts
         self.emulator: EmulatorProcess | None = None
         self.workers: WorkerPool | None = None
+        self.fargate: FargatePool | None = None
         self.scheduler: LocalScheduler | None = None
         self.callbacks: QueuePoller | None = None
         self.handoffs: QueuePoller | None = None
@@ -186,11 +188,15 @@ class LocalRunner:
         threading.Thread(target=self._snapshot_loop, name="snapshot", daemon=True).start()
         self._start_handoffs(settings)
         self._start_slots(settings)
-        self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS),
-                                  {name: value for name, value in os.environ.items()
-                                   if name.startswith(("AWS_", "RUNNER_"))},
-                                  self._sandbox_plan())
+        worker_environment = {name: value for name, value in os.environ.items() if name.startswith(("AWS_", "RUNNER_"))}
+        sandbox = self._sandbox_plan()
+        self.workers = WorkerPool(_positive_int("RUNNER_LOCAL_WORKERS", DEFAULT_WORKERS), worker_environment, sandbox)
         self.workers.start()
+        # Runs whose TTL does not fit in a Lambda invocation: a fresh sandbox per run, as a Fargate task.
+        self.fargate = FargatePool(aws.client("sqs"), settings.fargate_queue_url,
+                                   _positive_int("RUNNER_LOCAL_FARGATE_WORKERS", DEFAULT_FARGATE_WORKERS),
+                                   worker_environment, sandbox)
+        self.fargate.start()
         self._start_scheduler(settings)
         self._start_callbacks(settings)
         self._start_retries(settings)
@@ -307,6 +313,8 @@ class LocalRunner:
             self.retries.stop()
         if self.workers is not None:
             self.workers.stop()
+        if self.fargate is not None:
+            self.fargate.stop()
         if self.emulator is not None and self.emulator_state is not None:
             path = self.snapshot()
             print(f"runner: state saved to {path}", flush=True)

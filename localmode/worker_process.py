@@ -16,7 +16,6 @@ from localmode import invocations
 from localmode.queue_poller import lambda_event
 
 logger = logging.getLogger("runner.local.worker")
-LAMBDA_TIMEOUT_SECONDS = 900
 
 
 @dataclass
@@ -27,7 +26,8 @@ class LocalLambdaContext:
     memory_limit_in_mb: int = 2048
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:runner-worker"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    deadline: float = field(default_factory=lambda: time.time() + LAMBDA_TIMEOUT_SECONDS)
+    # Lambda's timeout: RUNNER_LAMBDA_TIMEOUT_SECONDS, 900 as the template's Worker.
+    deadline: float = field(default_factory=lambda: time.time() + get_settings().lambda_timeout_seconds)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.deadline - time.time()) * 1000))

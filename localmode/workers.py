@@ -42,7 +42,7 @@ def end_orphaned_runs(live_workers: list[int]) -> int:
     return ended
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGKILL when local mode's spawning thread goes away."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -65,7 +65,7 @@ class WorkerPool:
             command, environment = wrap(command, self._sandbox), worker_environment(environment)
         # Each worker leads a process group of its own, so that stopping it ends its playbooks too;
         # it dies with local mode (a sandbox's PID 1 takes every process of the sandbox with it).
-        return subprocess.Popen(command, env=environment, start_new_session=True, preexec_fn=_die_with_parent)
+        return subprocess.Popen(command, env=environment, start_new_session=True, preexec_fn=die_with_parent)
 
     def start(self) -> None:
         """Start the workers and their supervisor."""

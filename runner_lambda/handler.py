@@ -35,10 +35,19 @@ _context: dict = {"lambda": None}
 
 def run_record(record: SQSRecord) -> str:
     """Run the attempt a message names; a duplicate delivery runs nothing."""
-    message = RunMessage.parse(record.body)
+    return run_message(record.body, _context["lambda"])
+
+
+def run_message(body: str, context: Any) -> str:
+    """Run the attempt of one run message (Lambda's SQS record, or a Fargate task's message).
+
+    `context` is Lambda's (its remaining time is the ceiling the supervisor watches), or None
+    where no ceiling applies (a Fargate task: the TTL bounds it).
+    """
+    message = RunMessage.parse(body)
     _leave_nothing()
     try:
-        return Attempt(message, dependencies(), _context["lambda"]).run()
+        return Attempt(message, dependencies(), context).run()
     finally:
         _leave_nothing()
 

@@ -8,8 +8,8 @@ for the next run, of any account. So:
 - each run has its own HOME, ANSIBLE_HOME and TMPDIR inside its workspace, and no user site;
 - before a run starts and after it ends, every other process of the worker's user is killed and
   /tmp is emptied; if anything survives, the worker exits and the environment is discarded.
-The last two apply only where the worker owns its whole environment (Lambda, or local mode's
-sandbox): elsewhere the same user runs everything else on the machine.
+The last two apply only where the worker owns its whole environment (Lambda, a Fargate task, or
+local mode's sandbox): elsewhere the same user runs everything else on the machine.
 """
 from __future__ import annotations
 
@@ -36,9 +36,16 @@ class EnvironmentTainted(Exception):
     """Something of a run survived the cleanup: this environment must not serve another run."""
 
 
+# What ECS sets in a Fargate task's environment (local mode's Fargate sandbox sets it too).
+FARGATE_EXECUTION_ENV = "AWS_ECS_FARGATE"
+
+
 def owns_environment() -> bool:
-    """Whether the worker owns its whole environment (Lambda or a local sandbox), as a non-root user."""
-    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.getuid() != 0
+    """Whether the worker owns its whole environment (Lambda, a Fargate task, or a local sandbox
+    standing in for either), as a non-root user."""
+    on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    on_fargate = os.environ.get("AWS_EXECUTION_ENV") == FARGATE_EXECUTION_ENV
+    return (on_lambda or on_fargate) and os.getuid() != 0
 
 
 def close_worker() -> bool:

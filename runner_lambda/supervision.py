@@ -28,7 +28,7 @@ class Supervisor:
     STOPPING: the stop file appears, so no new task starts (graceful). KILLING: every process of
     the run is killed now. A final status or another attempt: this attempt is over elsewhere,
     so its processes are killed. Near Lambda's ceiling the run is asked to stop, and killed
-    at the very end.
+    at the very end; a Fargate task (no `lambda_context`) has no ceiling: its TTL bounds it.
     """
 
     def __init__(self, execution: Execution, run_id: str, stop_file: Path, lambda_context: Any = None,
@@ -120,7 +120,7 @@ class Supervisor:
             self._transition(states.KILLING, "the worker's time limit was reached before the run stopped")
             self.kill()
         elif remaining < self._ceiling_ms and not self.stop_requested.is_set():
-            self._transition(states.STOPPING, "stopped: the worker's 15-minute time limit was near")
+            self._transition(states.STOPPING, "stopped: the worker's time limit (Lambda's timeout) was near")
             self.request_stop()
 
     def _transition(self, target: str, reason: str) -> None:

@@ -16,6 +16,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.platform import models
 from chalicelib.executions import states
+from chalicelib.executions.placement import FARGATE, compute_for
 from chalicelib.executions.slots import SlotQueue
 from chalicelib.executions.options import limit_hosts, parse_options
 from chalicelib.executions.logtext import (
@@ -134,6 +135,7 @@ def render_execution(execution: Execution) -> dict:
         "created_time": int(execution.created_time),
         "options": json.loads(execution.options) if execution.options else {},
         "retry": render_retry(execution),
+        "compute": execution.compute,
     }
     return document
 
@@ -346,7 +348,8 @@ class ExecutionService:
             scheduled_time=scheduled_time, callbacks=json.dumps(spec["callbacks"]) if spec.get("callbacks") else None,
             sealed_keys=self._seal_keys(account, job_id, execution_id, request.keys), updated_time=now,
             log_start=0, options=json.dumps(request.options, sort_keys=True) if request.options else None,
-            retry_policy=json.dumps(retry, sort_keys=True) if retry else None, retries=0 if retry else None)
+            retry_policy=json.dumps(retry, sort_keys=True) if retry else None, retries=0 if retry else None,
+            compute=self._compute(spec.get("executionTtl")))
         self._jobs.execution_count(job)  # a job stored before counts were kept is counted first
         self._put_counted(execution, account, chosen)
         self._notify(execution, states.PENDING)
@@ -390,7 +393,9 @@ class ExecutionService:
         hosts = request.hosts or list(execution.failed_hosts or []) or list(execution.target_hosts or [])
         if "limit" in request.options:
             hosts = limit_hosts(request.options["limit"], hosts)
-        extra = [Execution.retry_at.remove()]
+        # The job's TTL may have changed since: the new attempt runs where its TTL says.
+        extra = [Execution.retry_at.remove(),
+                 Execution.compute.set(self._compute(json.loads(job.spec).get("executionTtl")))]
         if request.options:
             options = {**(json.loads(execution.options) if execution.options else {}), **request.options}
             extra.append(Execution.options.set(json.dumps(options, sort_keys=True)))
@@ -429,7 +434,8 @@ class ExecutionService:
 
         Raises StatusRaced when the execution moved on meanwhile (a duplicate, a restart).
         """
-        self._next_attempt(execution, hosts, reason, [Execution.retries.add(1), Execution.retry_at.set(retry_at)])
+        self._next_attempt(execution, hosts, reason, [Execution.retries.add(1), Execution.retry_at.set(retry_at),
+                                                      Execution.compute.set(self._compute(ttl_minutes))])
         self._start_ttl(execution, ttl_minutes)
 
     def dispatch_retry(self, execution: Execution, ttl_minutes: int | None) -> bool:
@@ -445,6 +451,14 @@ class ExecutionService:
         if last.log_offset is None:
             return None
         return int(last.log_offset) + byte_length(event_text(last.stdout))
+
+    def _compute(self, ttl_minutes: int | None) -> str:
+        """Where an attempt with this TTL runs (chalicelib/executions/placement.py)."""
+        return compute_for((ttl_minutes or DEFAULT_TTL_MINUTES) * self._settings.ttl_minute_seconds, self._settings)
+
+    def _placement(self, execution: Execution, ttl_minutes: int | None) -> str:
+        """Where the current attempt runs: as recorded on it, else as its TTL says."""
+        return execution.compute or self._compute(ttl_minutes)
 
     def _dispatch(self, execution: Execution, ttl_minutes: int | None) -> None:
         """Start the workflow of the execution's current attempt, and the one enforcing its TTL."""
@@ -473,7 +487,9 @@ class ExecutionService:
         ttl_seconds = self._ttl_seconds(ttl_minutes)
         policy = json.loads(execution.retry_policy) if execution.retry_policy else None
         workflow_input = dict(
-            self._common_input(execution), queueUrl=settings.run_queue_url,
+            self._common_input(execution),
+            queueUrl=settings.fargate_queue_url if self._placement(execution, ttl_minutes) == FARGATE
+            else settings.run_queue_url,
             handoffQueueUrl=settings.handoff_queue_url,
             heartbeatSeconds=settings.heartbeat_seconds,
             # A bound on each wait (in the run queue, then for the run); the TTL itself is enforced

@@ -16,6 +16,14 @@ TABLE_LOGICAL_IDS = ("UsersTable", "AccountsTable", "JobsTable", "ExecutionsTabl
 
 # Bearer tokens last 12 hours unless RUNNER_TOKEN_TTL_SECONDS says otherwise.
 DEFAULT_TOKEN_TTL_SECONDS = 12 * 3600
+# Lambda's ceiling, the worker function's Timeout in infra/template.yaml.
+DEFAULT_LAMBDA_TIMEOUT_SECONDS = 900
+
+
+def default_ceiling_margin(lambda_timeout_seconds: int) -> int:
+    """How long before the ceiling a Lambda run is asked to stop: 60 s, or two fifths of a shorter
+    ceiling (tests shorten it: at 120 s a run has 72 s, so a TTL of one minute still fits)."""
+    return min(60, lambda_timeout_seconds * 2 // 5)
 
 
 def table_env_var(logical_id: str) -> str:
@@ -111,8 +119,17 @@ class Settings:
     # Seconds in a minute of executionTtl: 60, except in tests that need a TTL to expire quickly.
     ttl_minute_seconds: int = 60
     event_retention_days: int = 90
+    # The worker Lambda's timeout (the template's Worker Timeout): routing and the stop margin use it.
+    lambda_timeout_seconds: int = DEFAULT_LAMBDA_TIMEOUT_SECONDS
     # How long before Lambda's ceiling a run is asked to stop gracefully.
     ceiling_margin_seconds: int = 60
+    # Where runs that cannot fit in a Lambda invocation go (chalicelib/executions/launcher.py).
+    fargate_queue_url: str = ""
+    fargate_cluster: str = ""
+    fargate_task_definition: str = ""
+    fargate_subnets: tuple[str, ...] = ()
+    fargate_security_group: str = ""
+    fargate_assign_public_ip: bool = False
     max_concurrent_per_account: int = 4
     ttl_grace_seconds: int = 60
     kill_window_seconds: int = 30
@@ -141,6 +158,7 @@ class Settings:
         """Build the settings from an environment mapping (os.environ by default)."""
         env = dict(os.environ if environ is None else environ)
         local = env.get("RUNNER_LOCAL", "") == "1"  # set by local mode for itself
+        lambda_timeout = _int_env(env, "RUNNER_LAMBDA_TIMEOUT_SECONDS", DEFAULT_LAMBDA_TIMEOUT_SECONDS, minimum=16)
         tables = {
             logical: env.get(table_env_var(logical)) or default_table_name(logical)
             for logical in TABLE_LOGICAL_IDS
@@ -162,7 +180,15 @@ class Settings:
             heartbeat_seconds=_int_env(env, "RUNNER_HEARTBEAT_SECONDS", 60, minimum=3),
             ttl_minute_seconds=_int_env(env, "RUNNER_TTL_MINUTE_SECONDS", 60),
             event_retention_days=_int_env(env, "RUNNER_EVENT_RETENTION_DAYS", 90),
-            ceiling_margin_seconds=_int_env(env, "RUNNER_CEILING_MARGIN_SECONDS", 60),
+            lambda_timeout_seconds=lambda_timeout,
+            ceiling_margin_seconds=_int_env(env, "RUNNER_CEILING_MARGIN_SECONDS", default_ceiling_margin(lambda_timeout)),
+            fargate_queue_url=env.get("RUNNER_FARGATE_QUEUE_URL", ""),
+            fargate_cluster=env.get("RUNNER_FARGATE_CLUSTER", ""),
+            fargate_task_definition=env.get("RUNNER_FARGATE_TASK_DEFINITION", ""),
+            fargate_subnets=tuple(item.strip() for item in env.get("RUNNER_FARGATE_SUBNETS", "").split(",")
+                                  if item.strip()),
+            fargate_security_group=env.get("RUNNER_FARGATE_SECURITY_GROUP", ""),
+            fargate_assign_public_ip=env.get("RUNNER_FARGATE_ASSIGN_PUBLIC_IP", "") == "ENABLED",
             max_concurrent_per_account=_int_env(env, "RUNNER_MAX_CONCURRENT_PER_ACCOUNT", 4),
             ttl_grace_seconds=_int_env(env, "RUNNER_TTL_GRACE_SECONDS", 60, minimum=0),
             kill_window_seconds=_int_env(env, "RUNNER_KILL_WINDOW_SECONDS", 30),

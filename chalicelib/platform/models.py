@@ -199,6 +199,9 @@ class Execution(Model):
     retry_policy = UnicodeAttribute(null=True, attr_name="retryPolicy")
     retries = NumberAttribute(null=True)
     retry_at = NumberAttribute(null=True, attr_name="retryAt")
+    # Where the current attempt runs: "lambda" or "fargate" (chalicelib/executions/placement.py);
+    # None for executions stored before it was recorded.
+    compute = UnicodeAttribute(null=True)
     by_created_time = ExecutionsByCreatedTime()
 
 

@@ -44,6 +44,7 @@ def reset() -> None:
     slot_keeper.cache_clear()
     idempotency.cache_clear()
     retries.cache_clear()
+    fargate_launcher.cache_clear()
 
 
 @lru_cache(maxsize=1)
@@ -146,3 +147,11 @@ def retries():
 
     settings = get_settings()
     return Retries(execution_service(), job_service(), aws.client("sqs"), settings.retry_queue_url)
+
+
+@lru_cache(maxsize=1)
+def fargate_launcher():
+    """The Fargate queue's handler: one ECS Fargate task per run message."""
+    from chalicelib.executions.launcher import FargateLauncher
+
+    return FargateLauncher(aws.client("ecs"), aws.client("stepfunctions"), get_settings())

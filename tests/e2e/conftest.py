@@ -32,6 +32,11 @@ STOP_TIMEOUT = 60.0
 # Variables of the caller's environment that would point local mode elsewhere than we say.
 _FOREIGN_ENV_PREFIXES = ("RUNNER_", "AWS_", "MOTO_", "TEST_SERVER_MODE")
 
+# Most tests exercise the Lambda-like workers (their warm reuse, the sandbox, a lost worker) with
+# jobs that set no executionTtl, whose default of 180 minutes would send them to Fargate: a
+# ceiling above it keeps them there. tests/e2e/test_fargate_runs.py sets its own to show the routing.
+LAMBDA_CEILING_FOR_TESTS = str(181 * 60 + 60)
+
 _live: set["LocalMode"] = set()
 
 
@@ -92,7 +97,7 @@ class LocalMode:
         env = {name: value for name, value in os.environ.items()
                if not name.startswith(_FOREIGN_ENV_PREFIXES)}
         env.update({"RUNNER_STATE_DIR": str(self.state_dir), "RUNNER_PORT": str(self.port),
-                    "PYTHONUNBUFFERED": "1"})
+                    "PYTHONUNBUFFERED": "1", "RUNNER_LAMBDA_TIMEOUT_SECONDS": LAMBDA_CEILING_FOR_TESTS})
         if self.accounts is not None:
             env["RUNNER_LOCAL_ACCOUNTS"] = self.accounts
         env.update(self.extra_env)

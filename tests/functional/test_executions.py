@@ -91,7 +91,8 @@ def test_start_answers_a_pending_execution_and_dispatches_its_workflow(client, r
     assert [run["name"] for run in runs] == [f"{execution['execution_id']}-1"]
     workflow_input = json.loads(sfn.describe_execution(executionArn=runs[0]["executionArn"])["input"])
     assert workflow_input["executionId"] == execution["execution_id"] and workflow_input["attempt"] == 1
-    assert workflow_input["queueUrl"] == get_settings().run_queue_url
+    # No executionTtl: the default 180 minutes, more than a Lambda invocation holds.
+    assert execution["compute"] == "fargate" and workflow_input["queueUrl"] == get_settings().fargate_queue_url != ""
     assert workflow_input["slotQueueUrl"] == get_settings().slot_queue_url
     assert workflow_input["handoffQueueUrl"] == get_settings().handoff_queue_url != ""
     assert workflow_input["runTimeoutSeconds"] > 180 * 60

@@ -59,13 +59,19 @@ CHALICE_FUNCTIONS = {"api_handler": "APIHandler", "token_authorizer": "TokenAuth
                      "schedule_trigger": "ScheduleTrigger", "schedule_reconciler": "ScheduleReconciler",
                      "callback_sender": "CallbackSender", "run_handoff": "RunHandoff",
                      "slot_keeper": "SlotKeeper", "slot_release": "SlotRelease", "slot_reconciler": "SlotReconciler",
-                     "execution_retry": "ExecutionRetry"}
+                     "execution_retry": "ExecutionRetry",
+                     "fargate_launcher": "FargateLauncher"}
 WORKER = "Worker"
+# The Fargate task of the worker image: its code is runner_lambda/fargate.py's, its role the task
+# definition's TaskRoleArn.
+FARGATE_TASK = "FargateTaskDefinition"
+# The image's URI in the modelled deployment (make deploy pushes `<stack>-worker:<tag>`).
+WORKER_IMAGE_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{STACK}-worker:0123abcd"
 STATE_MACHINES = ("ExecutionStateMachine", "ControlStateMachine")
 
 # Actions that take no resource: IAM accepts only "*" for them.
 STAR_ONLY = {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat",
-             "scheduler:ListSchedules"}
+             "scheduler:ListSchedules", "ecr:GetAuthorizationToken"}
 # boto3 service name -> IAM prefix, where they differ.
 IAM_PREFIX = {"stepfunctions": "states"}
 # API operations authorised by another action.
@@ -73,7 +79,10 @@ ACTION_OF = {"sqs:SendMessageBatch": "sqs:SendMessage", "sqs:DeleteMessageBatch"
              "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility"}
 # The argument of an operation that names its resource (resolved through the settings).
 RESOURCE_ARG = {"sqs": "QueueUrl", "states:StartExecution": "stateMachineArn",
-                "states:DescribeExecution": "executionArn", "secretsmanager:GetSecretValue": "SecretId"}
+                "states:DescribeExecution": "executionArn", "secretsmanager:GetSecretValue": "SecretId",
+                "ecs:RunTask": "taskDefinition"}
+# Condition keys an operation's argument sets (resolved through the settings, as resources are).
+CONTEXT_ARG = {"ecs:RunTask": {"ecs:cluster": "cluster"}}
 # Lambda's SQS poller acts with the function's role.
 EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 # Scheduler checks iam:PassRole on the target's role (Target.RoleArn: the setting named here).
@@ -147,7 +156,8 @@ def arn(logical_id: str) -> str:
     prefix = {"AWS::DynamoDB::Table": "dynamodb", "AWS::SQS::Queue": "sqs", "AWS::KMS::Key": "kms",
               "AWS::SecretsManager::Secret": "secretsmanager", "AWS::Serverless::StateMachine": "states",
               "AWS::StepFunctions::StateMachine": "states", "AWS::Scheduler::ScheduleGroup": "scheduler",
-              "AWS::Serverless::Function": "lambda", "AWS::Lambda::Function": "lambda"}.get(kind)
+              "AWS::Serverless::Function": "lambda", "AWS::Lambda::Function": "lambda",
+              "AWS::ECS::Cluster": "ecs", "AWS::ECS::TaskDefinition": "ecs", "AWS::Logs::LogGroup": "logs"}.get(kind)
     base = f"arn:{PARTITION}:{prefix}:{REGION}:{ACCOUNT}"
     return {
         "AWS::DynamoDB::Table": f"{base}:table/{name}",
@@ -161,6 +171,9 @@ def arn(logical_id: str) -> str:
         "AWS::Serverless::Function": f"{base}:function:{name}",
         "AWS::Lambda::Function": f"{base}:function:{name}",
         "AWS::S3::Bucket": f"arn:{PARTITION}:s3:::{name}",
+        "AWS::ECS::Cluster": f"{base}:cluster/{name}",
+        "AWS::ECS::TaskDefinition": f"{base}:task-definition/{name}:1",
+        "AWS::Logs::LogGroup": f"{base}:log-group:{name}:*",
     }[kind]
 
 
@@ -187,6 +200,8 @@ def resolve(value: Any) -> Any:
                   "AWS::StackName": STACK, "AWS::StackId": STACK_ID}
         if name in pseudo:
             return pseudo[name]
+        if name == "WorkerImageUri":
+            return WORKER_IMAGE_URI
         kind = resource(name)["Type"]
         if kind == "AWS::KMS::Key":
             return KEY_ID
@@ -194,7 +209,8 @@ def resolve(value: Any) -> Any:
             return resolve(resource(name)["Properties"]["AliasName"])
         if kind == "AWS::SQS::Queue":
             return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{physical_name(name)}"
-        if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine", "AWS::SecretsManager::Secret"):
+        if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine", "AWS::SecretsManager::Secret",
+                    "AWS::ECS::TaskDefinition"):
             return arn(name)
         return physical_name(name)
     if set(value) == {"Fn::GetAtt"}:
@@ -220,6 +236,12 @@ def resolve(value: Any) -> Any:
     if set(value) == {"Fn::Join"}:
         separator, parts = value["Fn::Join"]
         return separator.join(str(resolve(part)) for part in parts)
+    if set(value) == {"Fn::Split"}:
+        separator, text = value["Fn::Split"]
+        return str(resolve(text)).split(separator)
+    if set(value) == {"Fn::Select"}:
+        index, items = value["Fn::Select"]
+        return resolve(items)[int(index)]
     return {key: resolve(item) for key, item in value.items()}
 
 
@@ -240,9 +262,9 @@ def translated() -> dict:
 
 
 def role_of(logical_id: str) -> dict:
-    """The IAM role resource a translated function or state machine runs with."""
+    """The IAM role resource a translated function, state machine or task definition runs with."""
     props = translated()["Resources"][logical_id]["Properties"]
-    reference = props.get("Role") or props.get("RoleArn")
+    reference = props.get("Role") or props.get("RoleArn") or props.get("TaskRoleArn")
     assert isinstance(reference, dict) and "Fn::GetAtt" in reference, f"{logical_id} has no role of the template"
     return translated()["Resources"][reference["Fn::GetAtt"][0]]
 
@@ -837,6 +859,20 @@ class Analysis:
             resources = sorted(arn(target) for target in targets)
             if action == "states:DescribeExecution":
                 resources = [f"{r.replace(':stateMachine:', ':execution:', 1)}:an-execution-1" for r in resources]
+            for key, name in CONTEXT_ARG.get(action, {}).items():
+                values = {arn(target) for kind in (self.expr(arguments[name], func, module, env) if name in arguments
+                                                   else set()) if kind[0] == "setting"
+                          for target in [setting_target(kind[1])] if target is not None}
+                if len(values) != 1:
+                    self.unresolved.add(f"{at}: {action}'s {name} (condition key {key}) the test cannot tell")
+                    continue
+                context[key] = values.pop()
+            if action == "ecs:RunTask":
+                # ECS checks iam:PassRole on the roles of the task definition it starts.
+                for target in targets:
+                    props = resource(target)["Properties"]
+                    roles = [resolve(props[key]) for key in ("TaskRoleArn", "ExecutionRoleArn") if key in props]
+                    self._record("iam:PassRole", roles, at, {"iam:PassedToService": "ecs-tasks.amazonaws.com"})
         self._record(action, resources, at, context)
 
     def key_prefix(self, node: ast.expr | None, module: Module, env: dict) -> str:
@@ -920,6 +956,8 @@ def chalice_function_name(function: str, decorators: list[ast.Call]) -> str | No
 def analysis(function: str) -> Analysis:
     if function == WORKER:
         return Analysis(worker_program(), ["runner_lambda.handler:handler", "runner_lambda.handler:<module>"])
+    if function == FARGATE_TASK:
+        return Analysis(worker_program(), ["runner_lambda.fargate:main", "runner_lambda.fargate:<module>"])
     owners = {f"app:{name}": chalice_function_name(name, decorators) for name, decorators in app_decorators().items()}
     entries = [key for key, owner in owners.items() if owner == function]
     assert entries, f"no entry point of {function} in app.py"
@@ -981,22 +1019,26 @@ def asl_calls(state_machine: str) -> list[Call]:
         path = state.get("Parameters", {}).get(f"{parameter}.$")
         assert path and path.startswith("$.") and path[2:] in inputs, \
             f"{state_machine}.{name}: {parameter} must come from an input field the starter fills from the settings"
-        calls.append(Call(action, [arn(inputs[path[2:]])], f"{state_machine}.{name}"))
+        calls.append(Call(action, sorted(arn(target) for target in inputs[path[2:]]), f"{state_machine}.{name}"))
     return calls
 
 
 @lru_cache(maxsize=1)
-def workflow_inputs() -> dict[str, str]:
-    """Input field of the workflows -> the template resource the starter puts there."""
+def workflow_inputs() -> dict[str, set[str]]:
+    """Input field of the workflows -> the template resources the starter may put there."""
     tree = ast.parse((ROOT / "chalicelib/executions/service.py").read_text())
-    found: dict[str, str] = {}
+    found: dict[str, set[str]] = {}
 
-    def value_target(value: ast.expr) -> str | None:
+    def value_target(value: ast.expr) -> set[str] | None:
         if (isinstance(value, ast.Call) and getattr(value.func, "attr", None) == "table" and value.args
                 and isinstance(value.args[0], ast.Constant)):
-            return value.args[0].value
+            return {value.args[0].value}
         if isinstance(value, ast.Attribute):
-            return setting_target(value.attr)
+            target = setting_target(value.attr)
+            return {target} if target is not None else None
+        if isinstance(value, ast.IfExp):  # one resource or another (the run queue, the Fargate queue)
+            either = [value_target(value.body), value_target(value.orelse)]
+            return either[0] | either[1] if None not in either else None
         return None
 
     for node in ast.walk(tree):
@@ -1016,6 +1058,9 @@ def required(function: str) -> list[Call]:
     """Every (action, resource) the function needs, with the request context of each."""
     if function in STATE_MACHINES:
         return asl_calls(function)
+    if function == FARGATE_TASK:
+        # Its message comes in its environment (no queue to poll); ECS writes its logs.
+        return list(analysis(function).calls.values())
     logical_id = CHALICE_FUNCTIONS.get(function, function)
     return list(analysis(function).calls.values()) + log_calls(logical_id) + event_source_calls(function)
 
@@ -1072,7 +1117,7 @@ def allows(statements: list[dict], action: str, resource_arn: str, context: dict
     return any(statement["Effect"] == "Allow" and applies(statement) for statement in statements)
 
 
-FUNCTIONS = [WORKER, *CHALICE_FUNCTIONS, *STATE_MACHINES]
+FUNCTIONS = [WORKER, FARGATE_TASK, *CHALICE_FUNCTIONS, *STATE_MACHINES]
 
 
 def identity_policies() -> dict[str, list[dict]]:
@@ -1087,7 +1132,7 @@ def identity_policies() -> dict[str, list[dict]]:
 
 # --- the tests ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("function", [WORKER, *CHALICE_FUNCTIONS])
+@pytest.mark.parametrize("function", [WORKER, FARGATE_TASK, *CHALICE_FUNCTIONS])
 def test_the_analysis_resolves_every_call(function):
     assert not analysis(function).unresolved, "\n".join(sorted(analysis(function).unresolved))
 
@@ -1256,3 +1301,45 @@ def test_the_analysis_sees_the_calls_it_should():
     worker_secrets = {tuple(call.context["kms:EncryptionContextKeys"]) for call in required(WORKER)
                       if call.action == "kms:Decrypt"}
     assert worker_secrets == {("accountAlias", "jobId"), ("accountAlias", "executionId", "jobId")}
+    assert {"ecs:RunTask", "iam:PassRole", "states:SendTaskFailure"} <= actions("fargate_launcher")
+    run_task = [call for call in required("fargate_launcher") if call.action == "ecs:RunTask"]
+    assert [call.context for call in run_task] == [{"ecs:cluster": arn("FargateCluster")}]
+    assert {resource_arn for call in required("fargate_launcher") if call.action == "iam:PassRole"
+            for resource_arn in call.resources} == {arn("FargateTaskRole"), arn("FargateExecutionRole")}
+    assert actions(FARGATE_TASK) == actions(WORKER) - set(EVENT_SOURCE_ACTIONS) - {
+        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_the_fargate_task_holds_no_more_than_the_lambda_worker():
+    """The task runs the same hostile playbooks: its role is the worker's, less the run queue and the logs."""
+    task = role_of(FARGATE_TASK)
+    assert task["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "ecs-tasks.amazonaws.com"}
+    worker = {statement["Sid"]: statement for statement in policy(WORKER)}
+    fargate = {statement["Sid"]: statement for statement in policy(FARGATE_TASK)}
+    assert set(worker) - set(fargate) == {"RunQueueEventSource", "OwnLogs"}
+    assert all(fargate[sid] == worker[sid] for sid in fargate)
+    # The message (with the task token) is an override of the container's environment, not a grant.
+    assert not allows(policy(FARGATE_TASK), "sqs:ReceiveMessage", arn("RunQueue"), {})
+    assert not allows(policy(FARGATE_TASK), "sqs:ReceiveMessage", arn("FargateQueue"), {})
+
+
+def test_the_fargate_execution_role_pulls_the_worker_image_and_writes_the_task_logs_only():
+    role_id = resource(FARGATE_TASK)["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+    statements = role_statements(translated()["Resources"][role_id])
+    repository = f"arn:{PARTITION}:ecr:{REGION}:{ACCOUNT}:repository/{STACK}-worker"
+    group = arn("FargateLogGroup").removesuffix(":*")
+    needed = [("ecr:GetAuthorizationToken", "*"), ("ecr:BatchGetImage", repository),
+              ("ecr:GetDownloadUrlForLayer", repository),
+              ("logs:CreateLogStream", f"{group}:log-stream:worker/worker/0123"),
+              ("logs:PutLogEvents", f"{group}:log-stream:worker/worker/0123")]
+    for action, resource_arn in needed:
+        assert allows(statements, action, resource_arn, {}), (action, resource_arn)
+    for action, resource_arn in [("ecr:BatchGetImage", f"arn:{PARTITION}:ecr:{REGION}:{ACCOUNT}:repository/other"),
+                                 ("logs:PutLogEvents", f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:other:log-stream:x"),
+                                 ("ecr:PutImage", repository)]:
+        assert not allows(statements, action, resource_arn, {}), (action, resource_arn)
+    granted = {(action, pattern) for statement in statements for action in as_list(statement["Action"])
+               for pattern in as_list(statement["Resource"])}
+    assert all(any(action == wanted and matches(pattern, where) for wanted, where in needed)
+               for action, pattern in granted), granted

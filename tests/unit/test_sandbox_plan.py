@@ -21,6 +21,13 @@ def test_the_dockerfiles_environment_reaches_the_worker():
     assert LAMBDA_ENVIRONMENT.items() <= environment.items()
 
 
+def test_a_fargate_tasks_sandbox_has_fargates_variables_not_lambdas():
+    environment = worker_environment({"RUNNER_RUN_MESSAGE": "{}", "AWS_REGION": "us-east-1"}, fargate=True)
+    assert environment["AWS_EXECUTION_ENV"] == "AWS_ECS_FARGATE" and environment["RUNNER_RUN_MESSAGE"] == "{}"
+    assert not [name for name in environment if name.startswith("AWS_LAMBDA_")]
+    assert environment["HOME"] == "/tmp" and environment["PYTHONPATH"] == "/var/task:/var/runtime"
+
+
 def test_a_plan_travels_as_json():
     plan = SandboxPlan(task_source="/s/task", runtime_source="/s/runtime", tmp_mb=64, reachable=["/opt/py"])
     assert SandboxPlan.from_json(plan.to_json()) == plan
