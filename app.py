@@ -300,18 +300,22 @@ def delete_user(accountAlias, username):
     return json_response(None, 204)
 
 
-# Batch size 1 on AWS: Chalice cannot turn on ReportBatchItemFailures for the mapping, and without
-# it a partial failure would delete the failed messages. Local mode polls ten at a time and honours
-# the partial response.
+def each_message(event, handle, in_order: bool = False):
+    """Hand each message of an SQS event to `handle(record)`; answer the failed ones (a partial
+    batch response: stack/package.py turns ReportBatchItemFailures on for every queue consumer).
+    `in_order` (a FIFO queue): the first failure fails every later message too, none is handled
+    out of its order."""
+    processor = SqsFifoPartialProcessor() if in_order else BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(event=event.to_dict(), record_handler=handle, processor=processor,
+                                    context=event.context)
+
+
+# Batch size 1 on AWS: one slow delivery must not hold others back. Local mode polls four at a
+# time and honours the partial response.
 @app.on_sqs_message(queue="CallbackQueue", batch_size=1, name="callback_sender")
 def callback_sender(event):
     """The callback queue: status changes become notices, deliveries are POSTed (partial failures reported)."""
-    return process_partial_response(event=event.to_dict(), record_handler=_send_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
-
-
-def _send_record(record):
-    services.sender().handle(json.loads(record.body))
+    return each_message(event, lambda record: services.sender().handle(json.loads(record.body)))
 
 
 # The execution workflow's Run task token of a claimed run (chalicelib/executions/handoff.py says
@@ -322,26 +326,16 @@ def _send_record(record):
 @app.on_sqs_message(queue="RunHandoffQueue", batch_size=1, name="run_handoff", maximum_concurrency=5)
 def run_handoff(event):
     """The handoff queue: each Run task token is stored on its execution, or ends the task of an ended attempt."""
-    return process_partial_response(event=event.to_dict(), record_handler=_hand_off_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
-
-
-def _hand_off_record(record):
-    services.run_handoff().handle(Handoff.parse(record.body))
+    return each_message(event, lambda record: services.run_handoff().handle(Handoff.parse(record.body)))
 
 
 # The accounts' run slots (chalicelib/executions/slots.py). The slot queue is FIFO with the
-# account as message group: a batch holds messages in the order sent, and the FIFO processor
-# stops at the first failure and reports it and every later one, so none is decided out of order.
+# account as message group: a batch holds messages in the order sent, handled in that order.
 @app.on_sqs_message(queue="SlotQueue", batch_size=10, name="slot_keeper")
 def slot_keeper(event):
     """The slot queue: each take, leave and fill of an account's run slots, in order."""
-    return process_partial_response(event=event.to_dict(), record_handler=_keep_slots_record,
-                                    processor=SqsFifoPartialProcessor(), context=event.context)
-
-
-def _keep_slots_record(record):
-    services.slot_keeper().handle(SlotMessage.parse(record.body))
+    return each_message(event, lambda record: services.slot_keeper().handle(SlotMessage.parse(record.body)),
+                        in_order=True)
 
 
 # Any end of an execution workflow gives its run slot back: ReleaseSlot does it on the way out;
@@ -366,12 +360,7 @@ def slot_reconciler(event):
 @app.on_sqs_message(queue="RetryQueue", batch_size=1, name="execution_retry")
 def execution_retry(event):
     """The retry queue: a failed attempt with retries left runs again, after the job's delay."""
-    return process_partial_response(event=event.to_dict(), record_handler=_retry_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
-
-
-def _retry_record(record):
-    services.retries().handle(json.loads(record.body))
+    return each_message(event, lambda record: services.retries().handle(json.loads(record.body)))
 
 
 # Runs whose TTL does not fit in a Lambda invocation (chalicelib/executions/placement.py): each
@@ -380,9 +369,5 @@ def _retry_record(record):
 @app.on_sqs_message(queue="FargateQueue", batch_size=1, name="fargate_launcher", maximum_concurrency=5)
 def fargate_launcher(event):
     """The Fargate queue: each run message starts one Fargate task (partial failures reported)."""
-    return process_partial_response(event=event.to_dict(), record_handler=_launch_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=event.context)
-
-
-def _launch_record(record):
-    services.fargate_launcher().handle(record.body, int(record.attributes.approximate_receive_count or 1))
+    return each_message(event, lambda record: services.fargate_launcher().handle(
+        record.body, int(record.attributes.approximate_receive_count or 1)))
