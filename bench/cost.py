@@ -679,6 +679,15 @@ def dynamo_units(record: Execution, senders_per_execution: Counter, keepers_per_
     return wru, rru
 
 
+def per_execution_of(invocations_of_function: list[dict], n: int) -> tuple[float, Counter]:
+    """A queue function's messages and AWS calls per execution, from its logged invocations."""
+    calls: Counter = Counter()
+    for entry in invocations_of_function:
+        calls.update(entry["calls"])
+    messages = sum(entry.get("messages", 1) for entry in invocations_of_function) / n
+    return messages, Counter({call: count / n for call, count in calls.items()})
+
+
 def per_execution_counts(measured: dict, settings: Settings, args: argparse.Namespace) -> dict:
     """Mean counts per execution, shifted to a 30-s playbook when --pause is not 30."""
     records: list[Execution] = measured["records"]
@@ -686,17 +695,8 @@ def per_execution_counts(measured: dict, settings: Settings, args: argparse.Name
     shift = TARGET_PLAYBOOK_S - args.pause
     heartbeat_every = max(1.0, settings.heartbeat_s / 4)
     senders = measured["senders"]
-    sender_messages = sum(entry.get("messages", 1) for entry in senders) / n
-    sender_calls: Counter = Counter()
-    for entry in senders:
-        sender_calls.update(entry["calls"])
-    sender_calls_per_execution = Counter({call: count / n for call, count in sender_calls.items()})
-    keepers = measured["keepers"]
-    keeper_messages = sum(entry.get("messages", 1) for entry in keepers) / n
-    keeper_calls: Counter = Counter()
-    for entry in keepers:
-        keeper_calls.update(entry["calls"])
-    keeper_calls_per_execution = Counter({call: count / n for call, count in keeper_calls.items()})
+    sender_messages, sender_calls_per_execution = per_execution_of(senders, n)
+    keeper_messages, keeper_calls_per_execution = per_execution_of(measured["keepers"], n)
 
     requests = mean(len(record.requests) for record in records) + shift / args.poll
     polls_shift = shift / args.poll

@@ -13,14 +13,13 @@ import signal
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.e2e.conftest import LocalMode, assert_error
 from tests.e2e.realparts import Receiver, make_repo
+from tests.e2e.runs import FINAL, Run
 from tests.waiting import wait_for, wait_until
 
-FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 SLEEPS = """- hosts: all
   gather_facts: false
   tasks:
@@ -67,57 +66,6 @@ def repo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("control-repo") / "plays"
     make_repo(path, {"sleeps.yml": SLEEPS, "long.yml": LONG, "quick.yml": QUICK, "paced.yml": PACED})
     return path
-
-
-class Run:
-    """One execution, driven and observed over HTTP."""
-
-    def __init__(self, api, repo: Path, playbook: str, **job) -> None:
-        self.api = api
-        body = {"repository": {"url": f"file://{repo}", "defaultPlaybook": playbook},
-                "hosts": [{"id": "localhost"}], **job}
-        self.job = api.post("/jobs/DEMO", json=body).json()[0]
-        answer = api.post(f"/jobs/DEMO/{self.job['id']}/start", json={})
-        assert answer.status_code == 201, answer.text
-        self.id = answer.json()["execution_id"]
-        self.path = f"/jobs/DEMO/{self.job['id']}/executions/{self.id}"
-
-    def get(self) -> dict:
-        return self.api.get(self.path).json()
-
-    def events(self) -> list[dict]:
-        return self.api.get(f"{self.path}/events", params={"size": 1000}).json()["results"]
-
-    def wait(self, predicate, timeout: float = 90) -> dict:
-        """The execution, once `predicate(execution)` holds."""
-        return wait_for(self.get, predicate, timeout,
-                        lambda current: f"last seen {current['status']} ({current['status_reason']})")
-
-    def wait_final(self, timeout: float = 90) -> dict:
-        return self.wait(lambda current: current["status"] in FINAL, timeout)
-
-    def wait_task_started(self, task: str, timeout: float = 90) -> None:
-        """Return once the run's events show `task` started; else fail saying where the run is."""
-        def where(_) -> str:
-            current = self.get()
-            return f"task {task!r} never started; the run is {current['status']} ({current['status_reason']})"
-
-        wait_for(self.events, lambda found: any(e["event"] == "runner_on_start" and e["task"] == task for e in found),
-                 timeout, where)
-
-    def post(self, action: str, body: dict | None = None):
-        return self.api.post(f"{self.path}/{action}", json=body if body is not None else {})
-
-    def processes(self) -> list[psutil.Process]:
-        marker = f"{self.id}-{self.get()['attempt']}"
-        found = []
-        for process in psutil.process_iter():
-            try:
-                if process.environ().get("RUNNER_RUN_ID") == marker:
-                    found.append(process)
-            except psutil.Error:
-                pass
-        return found
 
 
 def test_stop_lets_the_running_task_finish_and_starts_no_other(control, repo):

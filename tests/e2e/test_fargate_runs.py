@@ -15,9 +15,9 @@ import pytest
 
 from tests.e2e.conftest import LocalMode
 from tests.e2e.realparts import make_repo
-from tests.waiting import wait_for, wait_until
+from tests.e2e.runs import FINAL, Run, environ_of
+from tests.waiting import wait_until
 
-FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 QUICK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: quick\n      command: 'true'\n"
 # Longer than Lambda's share of a 120 s ceiling (72 s once the stop margin is taken), shorter
 # than a TTL of 3 minutes.
@@ -73,64 +73,16 @@ def repo(tmp_path_factory) -> Path:
     return path
 
 
-class Run:
-    """One execution of a new job, driven over HTTP."""
+class FargateRun(Run):
+    """A run that may be on Fargate: its task is a process of its own."""
 
     def __init__(self, api, repo: Path, playbook: str, ttl: int) -> None:
-        self.api = api
-        body = {"repository": {"url": f"file://{repo}", "defaultPlaybook": playbook},
-                "hosts": [{"id": "localhost"}], "executionTtl": ttl}
-        self.job = api.post("/jobs/DEMO", json=body).json()[0]
-        answer = api.post(f"/jobs/DEMO/{self.job['id']}/start", json={})
-        assert answer.status_code == 201, answer.text
-        self.started = answer.json()
-        self.id = self.started["execution_id"]
-        self.path = f"/jobs/DEMO/{self.job['id']}/executions/{self.id}"
-
-    def get(self) -> dict:
-        return self.api.get(self.path).json()
-
-    def listed(self) -> dict:
-        results = self.api.get(f"/jobs/DEMO/{self.job['id']}/executions").json()["results"]
-        return next(item for item in results if item["execution_id"] == self.id)
-
-    def events(self) -> list[dict]:
-        return self.api.get(f"{self.path}/events", params={"size": 1000}).json()["results"]
-
-    def wait(self, predicate, timeout: float = 150) -> dict:
-        return wait_for(self.get, predicate, timeout,
-                        lambda current: f"last seen {current['status']} ({current['status_reason']})")
-
-    def wait_final(self, timeout: float = 150) -> dict:
-        return self.wait(lambda current: current["status"] in FINAL, timeout)
-
-    def wait_task_started(self, task: str, timeout: float = 120) -> None:
-        wait_for(self.events, lambda found: any(e["event"] == "runner_on_start" and e["task"] == task for e in found),
-                 timeout, lambda _: f"task {task!r} never started; the run is {self.get()['status']}")
-
-    def post(self, action: str, body: dict | None = None):
-        return self.api.post(f"{self.path}/{action}", json=body if body is not None else {})
-
-    def processes(self) -> list[psutil.Process]:
-        """The run's processes (ansible and what it started), by the marker every one of them carries."""
-        marker = f"{self.id}-{self.get()['attempt']}"
-        return [process for process in _processes() if _environ(process).get("RUNNER_RUN_ID") == marker]
+        super().__init__(api, repo, playbook, timeout=150, executionTtl=ttl)
 
     def tasks(self) -> list[psutil.Process]:
         """The Fargate task processes running this execution (runner_lambda.fargate with its message)."""
-        return [process for process in _processes() if "runner_lambda.fargate" in " ".join(_cmdline(process))
-                and self.id in _environ(process).get("RUNNER_RUN_MESSAGE", "")]
-
-
-def _processes() -> list[psutil.Process]:
-    return list(psutil.process_iter())
-
-
-def _environ(process: psutil.Process) -> dict:
-    try:
-        return process.environ()
-    except psutil.Error:
-        return {}
+        return [process for process in psutil.process_iter() if "runner_lambda.fargate" in " ".join(_cmdline(process))
+                and self.id in environ_of(process).get("RUNNER_RUN_MESSAGE", "")]
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -141,7 +93,7 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 def test_a_ttl_that_fits_in_a_lambda_invocation_runs_on_lambda(routing, repo):
-    run = Run(routing.client("DEMO"), repo, "quick.yml", ttl=1)
+    run = FargateRun(routing.client("DEMO"), repo, "quick.yml", ttl=1)
     assert run.started["compute"] == "lambda"
     done = run.wait_final()
     assert done["status"] == "SUCCESS" and done["compute"] == "lambda"
@@ -151,7 +103,7 @@ def test_a_ttl_that_fits_in_a_lambda_invocation_runs_on_lambda(routing, repo):
 
 def test_a_run_longer_than_lambda_allows_succeeds_on_fargate(routing, repo):
     # GIVEN a 75 s playbook under a TTL of 3 minutes: more than a 120 s Lambda invocation can hold
-    run = Run(routing.client("DEMO"), repo, "seventy_five.yml", ttl=3)
+    run = FargateRun(routing.client("DEMO"), repo, "seventy_five.yml", ttl=3)
     assert run.started["compute"] == "fargate"
     # WHEN it runs, THEN it runs in a task of its own and succeeds
     run.wait_task_started("long work")
@@ -165,7 +117,7 @@ def test_a_run_longer_than_lambda_allows_succeeds_on_fargate(routing, repo):
 
 
 def test_stop_on_fargate_lets_the_running_task_finish_and_starts_no_other(control, repo):
-    run = Run(control.client("DEMO"), repo, "sleeps.yml", ttl=600)
+    run = FargateRun(control.client("DEMO"), repo, "sleeps.yml", ttl=600)
     assert run.started["compute"] == "fargate"
     run.wait_task_started("first sleep")
     answer = run.post("stop", {"expiryDuration": 0})
@@ -177,7 +129,7 @@ def test_stop_on_fargate_lets_the_running_task_finish_and_starts_no_other(contro
 
 def test_kill_on_fargate_ends_every_process_of_the_run_and_the_task(control, repo):
     # GIVEN a Fargate run whose long task is running
-    run = Run(control.client("DEMO"), repo, "long.yml", ttl=600)
+    run = FargateRun(control.client("DEMO"), repo, "long.yml", ttl=600)
     assert run.started["compute"] == "fargate"
     run.wait_task_started("long sleep")
     wait_until(run.processes, message="the run's processes never showed before the kill")
@@ -194,7 +146,7 @@ def test_kill_on_fargate_ends_every_process_of_the_run_and_the_task(control, rep
 
 def test_ttl_on_fargate_stops_then_kills_after_the_grace(control, repo):
     # GIVEN a Fargate run of a 120 s task under a TTL of 20 "minutes" (20 s here)
-    run = Run(control.client("DEMO"), repo, "long.yml", ttl=20)
+    run = FargateRun(control.client("DEMO"), repo, "long.yml", ttl=20)
     assert run.started["compute"] == "fargate"
     run.wait_task_started("long sleep")
     assert run.get()["status"] == "RUNNING", "the task should start before the TTL is reached"

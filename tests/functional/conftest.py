@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,3 +132,18 @@ def client(gateway, aws_stack) -> ApiClient:
     demo.other = ApiClient(gateway, token_for(aws_stack.signing_key, "other-user"))
     demo.anonymous = ApiClient(gateway)
     return demo
+
+
+ONE_TASK_PLAYBOOK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: msg=hello\n"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository whose branch main holds site.yml, a one-task playbook (a test may define its own)."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    (path / "site.yml").write_text(ONE_TASK_PLAYBOOK)
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "a playbook"]):
+        subprocess.run(["git", "-c", "user.name=Ada", "-c", "user.email=ada@example.com", *command],
+                       cwd=path, check=True, capture_output=True)
+    return path

@@ -7,7 +7,6 @@ whose container environment carries the message and nothing else.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import boto3
@@ -19,20 +18,8 @@ from chalicelib.executions.launcher import CONTAINER, LAUNCH_FAILED, LAUNCH_TRIE
 from chalicelib.platform import aws
 from chalicelib.platform.config import get_settings, reset_settings
 
-PLAYBOOK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: msg=hello\n"
 MESSAGE = {"taskToken": "queue-token", "accountAlias": "DEMO", "jobId": "a-job", "executionId": "an-execution",
            "attempt": 2}
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    (path / "site.yml").write_text(PLAYBOOK)
-    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "a playbook"]):
-        subprocess.run(["git", "-c", "user.name=Ada", "-c", "user.email=ada@example.com", *command],
-                       cwd=path, check=True, capture_output=True)
-    return path
 
 
 def job(client, repo: Path, **extra) -> dict:

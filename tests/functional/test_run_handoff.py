@@ -6,7 +6,6 @@ with what output. The workflow itself runs in local mode's emulator (tests/e2e).
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,6 @@ from runner_lambda.worker import Attempt, Dependencies, RunMessage
 
 QUEUE_TOKEN = "queue-token"
 RUN_TOKEN = "run-token"
-PLAYBOOK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug: msg=hello\n"
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    (path / "site.yml").write_text(PLAYBOOK)
-    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "a playbook"]):
-        subprocess.run(["git", "-c", "user.name=Ada", "-c", "user.email=ada@example.com", *command],
-                       cwd=path, check=True, capture_output=True)
-    return path
 
 
 def start(client, repo: Path) -> tuple[dict, dict]:
