@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 from chalicelib.executions.launcher import task_environment
 from chalicelib.executions.tasks import TaskMessage
 from localmode.sandbox import SandboxPlan, worker_environment, wrap
-from localmode.workers import die_with_parent
+from localmode.workers import die_with_parent, end_process_groups
 
 logger = logging.getLogger("runner.local.fargate")
 DEFAULT_FARGATE_WORKERS = 2
@@ -95,18 +94,4 @@ class FargatePool:
         self._thread.join(timeout=5)
         with self._lock:
             tasks = list(self._tasks)
-        for task in tasks:
-            if task.poll() is None:
-                try:
-                    os.killpg(task.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for task in tasks:
-            try:
-                task.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(task.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                task.wait()
+        end_process_groups(tasks, timeout)

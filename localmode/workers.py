@@ -47,6 +47,25 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def end_process_groups(processes: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM each process's group, then SIGKILL those still there after `timeout` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+
 class WorkerPool:
     """N worker processes polling the run queue; one that dies is replaced, as Lambda would."""
 
@@ -90,18 +109,4 @@ class WorkerPool:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every worker and whatever it started."""
         self._stopping.set()
-        for process in self._processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for process in self._processes:
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
+        end_process_groups(self._processes, timeout)
