@@ -30,7 +30,7 @@ package: $(DEPLOY_STAMP)
 	$(BIN)/python -m stack.package --out dist
 
 test: system-packages $(STAMP) lint
-	$(PYTEST) -n 2 --dist loadfile tests
+	$(PYTEST) -n 3 --dist loadfile --durations=25 tests
 
 unit: $(STAMP)
 	$(PYTEST) tests/unit
