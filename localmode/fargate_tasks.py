@@ -20,6 +20,7 @@ from typing import Any
 from chalicelib.executions.launcher import task_environment
 from chalicelib.executions.tasks import TaskMessage
 from localmode.sandbox import SandboxPlan, worker_environment, wrap
+from localmode.queue_poller import POLL_WAIT_SECONDS
 from localmode.workers import die_with_parent, end_process_groups
 
 logger = logging.getLogger("runner.local.fargate")
@@ -57,7 +58,8 @@ class FargatePool:
                 self._stopping.wait(0.2)
                 continue
             try:
-                answer = self._sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
+                answer = self._sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=1,
+                                                   WaitTimeSeconds=POLL_WAIT_SECONDS)
             except Exception:  # noqa: BLE001 - the emulator may be going away; try again shortly
                 logger.exception("receive from the Fargate queue failed")
                 self._stopping.wait(1.0)
@@ -91,7 +93,7 @@ class FargatePool:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling and end every task and whatever it started."""
         self._stopping.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=POLL_WAIT_SECONDS + 2)
         with self._lock:
             tasks = list(self._tasks)
         end_process_groups(tasks, timeout)

@@ -14,6 +14,10 @@ from localmode import invocations
 
 logger = logging.getLogger("runner.local.queue")
 
+# A receive waits this long for a message (returning as soon as one comes), as Lambda's pollers
+# long-poll: an idle local mode then asks the emulator a few times a second in all, not dozens.
+POLL_WAIT_SECONDS = 5
+
 
 def lambda_event(messages: list[dict], queue_arn: str, region: str) -> dict:
     """The SQS event Lambda builds from received messages."""
@@ -46,15 +50,19 @@ class QueuePoller:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Poll no more (a receive under way still ends its wait)."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.request_stop()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=POLL_WAIT_SECONDS + 2)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.poll_once(wait_seconds=1)
+                self.poll_once(wait_seconds=POLL_WAIT_SECONDS)
             except Exception:  # noqa: BLE001 - the emulator may be stopping; poll again
                 if not self._stop.wait(1.0):
                     logger.exception("polling %s failed", self._queue_url)

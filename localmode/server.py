@@ -252,7 +252,7 @@ class LocalRunner:
                                  threads=2, batch_size=10, function="slot_keeper")
         self.slots.start()
         self.workflow_events = WorkflowEndWatcher(aws.client("stepfunctions"), settings.execution_state_machine_arn,
-                                                  slot_release, UNFINISHED)
+                                                  slot_release, UNFINISHED, interval=1.0)
         self.workflow_events.start()
         every = _positive_int("RUNNER_SLOT_RECONCILE_SECONDS", SLOT_RECONCILE_SECONDS)
         threading.Thread(target=self._every, args=(every, lambda: slot_reconciler(scheduled_event(settings.region, MOTO_ACCOUNT_ID), None), "slot reconciler"),
@@ -301,6 +301,10 @@ class LocalRunner:
             self.server.server.server_close()
         if self.scheduler is not None:
             self.scheduler.stop()
+        # Every poller stops asking at once; each then ends the receive it is waiting in.
+        for poller in (self.callbacks, self.handoffs, self.slots, self.retries):
+            if poller is not None:
+                poller.request_stop()
         if self.callbacks is not None:
             self.callbacks.stop()
         if self.handoffs is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from chalicelib.platform import aws
 from chalicelib.platform.config import get_settings
 from localmode import invocations
-from localmode.queue_poller import lambda_event
+from localmode.queue_poller import POLL_WAIT_SECONDS, lambda_event
 
 logger = logging.getLogger("runner.local.worker")
 
@@ -52,7 +52,7 @@ def poll_forever(stop: list) -> None:
             logger.warning("local mode is gone; worker %d exits", os.getpid())
             return
         try:
-            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1,
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=POLL_WAIT_SECONDS,
                                          AttributeNames=["All"])
         except Exception:  # noqa: BLE001 - the emulator may be going away; try again shortly
             logger.exception("receive failed")
