@@ -247,9 +247,12 @@ class LocalRunner:
         from app import slot_keeper, slot_reconciler, slot_release
         from chalicelib.executions.slots import UNFINISHED
 
-        # Two pollers: the queue is FIFO, so both never hold one account's messages at once.
+        # One poller: moto's FIFO receive decides which message groups are busy when it begins, so
+        # a second receive waiting alongside would skip an account's messages for its whole wait
+        # after the first had finished with them. (Lambda polls a FIFO queue with several pollers
+        # and never hands one group to two at once.)
         self.slots = QueuePoller(aws.client("sqs"), settings.slot_queue_url, slot_keeper, settings.region,
-                                 threads=2, batch_size=10, function="slot_keeper")
+                                 threads=1, batch_size=10, function="slot_keeper")
         self.slots.start()
         self.workflow_events = WorkflowEndWatcher(aws.client("stepfunctions"), settings.execution_state_machine_arn,
                                                   slot_release, UNFINISHED, interval=1.0)

@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import DoesNotExist
+from pynamodb.exceptions import DeleteError, DoesNotExist, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.executions.tasks import end_task
 from chalicelib.platform import models
 from chalicelib.platform.models import Account, RunSlot
+from chalicelib.platform.storage import condition_failed, failed_conditions
 
 logger = logging.getLogger("runner.slots")
 
@@ -48,6 +49,8 @@ TICKET = "ticket#"
 NEXT = "next"
 SEQ_DIGITS = 20  # zero-padded: the sort key orders waiters as their seqs
 OPERATIONS = ("take", "leave", "fill")
+# How long the keeper trusts an account's limit it has read (each read is a call on every message).
+LIMIT_CACHE_SECONDS = 10
 # How a workflow that never reached its ReleaseSlot ended (EventBridge's `status`).
 UNFINISHED = ("FAILED", "TIMED_OUT", "ABORTED")
 
@@ -98,9 +101,20 @@ def account_limit(account: str, default: int) -> int:
 class SlotKeeper:
     """Decides every take, leave and fill; told one account's messages one at a time, in order."""
 
-    def __init__(self, stepfunctions: Any, limit_of: Callable[[str], int]) -> None:
+    def __init__(self, stepfunctions: Any, limit_of: Callable[[str], int], clock: Callable[[], float] = time.monotonic) -> None:
         self._sfn = stepfunctions
         self._limit_of = limit_of
+        self._clock = clock
+        self._limits: dict[str, tuple[int, float]] = {}
+
+    def _limit(self, account: str) -> int:
+        """The account's limit, read at most every LIMIT_CACHE_SECONDS (a change applies within that)."""
+        cached = self._limits.get(account)
+        now = self._clock()
+        if cached is None or cached[1] <= now:
+            cached = (self._limit_of(account), now + LIMIT_CACHE_SECONDS)
+            self._limits[account] = cached
+        return cached[0]
 
     def handle(self, message: SlotMessage) -> None:
         if message.op == "take":
@@ -124,24 +138,35 @@ class SlotKeeper:
 
     def _join(self, message: SlotMessage) -> None:
         account, member = message.account_alias, message.member
-        if self._entry(account, HOLDER + member) or self._entry(account, TICKET + member):
-            return  # a redelivered take: it holds or waits already
         counter = self._entry(account, NEXT)
         seq = int(counter.seq) if counter else 0
         waiter_key = f"{WAITER}{seq:0{SEQ_DIGITS}d}"
         waiter = RunSlot(account, waiter_key, job_id=message.job_id, execution_id=message.execution_id,
                          attempt=message.attempt, task_token=message.task_token, seq=seq, since=now_ms())
         ticket = RunSlot(account, TICKET + member, seq=seq)
-        # Conditions guard against a second keeper of the same account, which the queue rules out:
+        # A redelivered take finds its holding or its ticket, and changes nothing. The other
+        # conditions guard against a second keeper of the same account, which the queue rules out:
         # a failed one sends the message back, to be decided again.
-        with TransactWrite(connection=models.connection()) as transaction:
-            transaction.save(waiter, condition=RunSlot.entry.does_not_exist())
-            transaction.save(ticket, condition=RunSlot.entry.does_not_exist())
-            transaction.save(RunSlot(account, NEXT, seq=seq + 1),
-                             condition=(RunSlot.seq == seq) if counter else RunSlot.entry.does_not_exist())
+        try:
+            with TransactWrite(connection=models.connection()) as transaction:
+                transaction.condition_check(RunSlot, account, HOLDER + member, condition=RunSlot.entry.does_not_exist())
+                transaction.save(ticket, condition=RunSlot.entry.does_not_exist())
+                transaction.save(waiter, condition=RunSlot.entry.does_not_exist())
+                transaction.save(RunSlot(account, NEXT, seq=seq + 1),
+                                 condition=(RunSlot.seq == seq) if counter else RunSlot.entry.does_not_exist())
+        except TransactWriteError as exc:
+            if failed_conditions(exc) & {0, 1}:
+                return
+            raise
 
     def _leave(self, message: SlotMessage) -> None:
         account, member = message.account_alias, message.member
+        try:  # the common case, a holder giving its slot back, in one call
+            RunSlot(account, HOLDER + member).delete(condition=RunSlot.entry.exists())
+            return
+        except DeleteError as exc:
+            if not condition_failed(exc):
+                raise
         ticket = self._entry(account, TICKET + member)
         if ticket is not None:
             waiter = self._entry(account, f"{WAITER}{int(ticket.seq):0{SEQ_DIGITS}d}")
@@ -152,14 +177,11 @@ class SlotKeeper:
                 if waiter is not None:
                     transaction.delete(waiter)
                 transaction.delete(ticket)
-        holder = self._entry(account, HOLDER + member)
-        if holder is not None:
-            holder.delete()
 
     def _fill(self, account: str) -> None:
         holders = self._first(account, HOLDER)
         held = sum(1 for holder in holders if holder.granted or self._tell(holder))
-        limit = self._limit_of(account)
+        limit = self._limit(account)
         while held < limit:
             oldest = self._first(account, WAITER, limit=1)
             if not oldest:
