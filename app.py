@@ -349,9 +349,10 @@ def slot_release(event):
     release_ended_workflow(event.to_dict(), get_settings().execution_state_machine_arn, services.slot_queue())
 
 
-@app.schedule(Rate(10, unit=Rate.MINUTES), name="slot_reconciler")
+# Hourly, as the schedule reconciler: a backstop to the release of ended workflows above.
+@app.schedule(Rate(1, unit=Rate.HOURS), name="slot_reconciler")
 def slot_reconciler(event):
-    """Every 10 minutes: release what workflows that no longer run still hold or wait for."""
+    """Hourly: release what workflows that no longer run still hold or wait for."""
     return services.slot_reconciler().run()
 
 

@@ -34,7 +34,7 @@ from chalicelib.platform.template import load_template
 
 logger = logging.getLogger("runner.local")
 SNAPSHOT_EVERY_SECONDS = 30
-# The slot reconciler's period (10 minutes on AWS): a slot a lost release left held comes back within it.
+# The slot reconciler's period (hourly on AWS): a slot a lost release left held comes back within it.
 SLOT_RECONCILE_SECONDS = 60
 
 
