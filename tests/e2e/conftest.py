@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import boto3
 import pytest
@@ -322,8 +322,14 @@ atexit.register(_kill_leftovers)  # last resort, e.g. after an interrupted run
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory):
     """One local mode with accounts DEMO and OTHER, shared by the tests of this test process."""
-    base = tmp_path_factory.mktemp("service")
-    instance = LocalMode(base / "state", base / "logs", accounts="DEMO,OTHER")
+    yield from running_local_mode(tmp_path_factory, "service", accounts="DEMO,OTHER")
+
+
+def running_local_mode(tmp_path_factory: pytest.TempPathFactory, name: str, accounts: str = "DEMO",
+                       env: dict[str, str] | None = None) -> Iterator[LocalMode]:
+    """A local mode of its own for a fixture (`yield from`): started, handed over, killed after."""
+    base = tmp_path_factory.mktemp(name)
+    instance = LocalMode(base / "state", base / "logs", accounts=accounts, env=env)
     try:
         instance.start()
         yield instance

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LocalMode, assert_error
+from tests.e2e.conftest import LocalMode, assert_error, running_local_mode
 from tests.e2e.realparts import Receiver, make_repo
 from tests.e2e.runs import FINAL, Run
 from tests.waiting import wait_for, wait_until
@@ -52,13 +52,7 @@ CONTROL_ENV = {"RUNNER_TTL_MINUTE_SECONDS": "1", "RUNNER_TTL_GRACE_SECONDS": "6"
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory):
-    base = tmp_path_factory.mktemp("control")
-    instance = LocalMode(base / "state", base / "logs", accounts="DEMO", env=CONTROL_ENV)
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.kill()
+    yield from running_local_mode(tmp_path_factory, "control", env=CONTROL_ENV)
 
 
 @pytest.fixture(scope="module")

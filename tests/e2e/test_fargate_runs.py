@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.conftest import LocalMode
+from tests.e2e.conftest import running_local_mode
 from tests.e2e.realparts import make_repo
 from tests.e2e.runs import FINAL, Run, environ_of
 from tests.waiting import wait_until
@@ -46,24 +46,14 @@ CONTROL_ENV = {"RUNNER_LAMBDA_TIMEOUT_SECONDS": "16", "RUNNER_TTL_MINUTE_SECONDS
                "RUNNER_LOCAL_WORKERS": "1", "RUNNER_LOCAL_FARGATE_WORKERS": "3"}
 
 
-def _local_mode(tmp_path_factory, name: str, env: dict[str, str]):
-    base = tmp_path_factory.mktemp(name)
-    instance = LocalMode(base / "state", base / "logs", accounts="DEMO", env=env)
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.kill()
-
-
 @pytest.fixture(scope="module")
 def routing(tmp_path_factory):
-    yield from _local_mode(tmp_path_factory, "fargate-routing", ROUTING_ENV)
+    yield from running_local_mode(tmp_path_factory, "fargate-routing", env=ROUTING_ENV)
 
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory):
-    yield from _local_mode(tmp_path_factory, "fargate-control", CONTROL_ENV)
+    yield from running_local_mode(tmp_path_factory, "fargate-control", env=CONTROL_ENV)
 
 
 @pytest.fixture(scope="module")

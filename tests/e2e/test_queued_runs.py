@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import LocalMode
+from tests.e2e.conftest import LocalMode, running_local_mode
 from tests.e2e.realparts import make_repo
 from tests.waiting import wait_for, wait_until
 
@@ -33,14 +33,8 @@ FINAL = {"SUCCESS", "FAILURE", "INIT_FAILURE", "STOPPED", "KILLED"}
 
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory):
-    base = tmp_path_factory.mktemp("queued")
-    instance = LocalMode(base / "state", base / "logs", accounts="DEMO",
-                         env={"RUNNER_LOCAL_WORKERS": "1", "RUNNER_HEARTBEAT_SECONDS": str(HEARTBEAT)})
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.kill()
+    yield from running_local_mode(tmp_path_factory, "queued",
+                                  env={"RUNNER_LOCAL_WORKERS": "1", "RUNNER_HEARTBEAT_SECONDS": str(HEARTBEAT)})
 
 
 @pytest.fixture(scope="module")
