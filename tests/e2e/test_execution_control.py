@@ -88,23 +88,25 @@ def test_kill_ends_the_run_and_every_process_of_it(control, repo):
     wait_until(lambda: run.processes() == [], message="the run's processes outlived the kill")
 
 
-def test_stop_or_kill_of_a_pending_execution_ends_it_without_running(control, repo):
-    # GIVEN every run slot of the account taken, and two executions held PENDING by the slot gate
+def test_stop_kill_or_ttl_of_a_waiting_execution_ends_it_without_running(control, repo):
+    # GIVEN every run slot of the account taken, and three executions waiting for one, the third
+    # with a time-to-live of 3 (a TTL minute is 1 s here)
     api = control.client("DEMO")
     blockers = [Run(api, repo, "long.yml", properties={"seconds": 20}) for _ in range(4)]
     for blocker in blockers:
         blocker.wait(lambda current: current["status"] == "RUNNING")
     waiting_stop = Run(api, repo, "quick.yml")
     waiting_kill = Run(api, repo, "quick.yml")
+    waiting_ttl = Run(api, repo, "quick.yml", executionTtl=3)
     for waiting in (waiting_stop, waiting_kill):  # their workflows are parked in TakeSlot, on the waiting list
         wait_until(lambda: control.waiting_for_slot(waiting.id),
                    message=f"the workflow of {waiting.id} never waited for a run slot")
     assert waiting_stop.get()["status"] == "PENDING"
-    # WHEN one is stopped and the other killed
+    # WHEN one is stopped and another killed, and the third's TTL passes
     assert waiting_stop.post("stop").json()["status"] == "STOPPED"
     assert waiting_kill.post("kill").json()["status"] == "KILLED"
-    # THEN they leave the waiting list at once: their workflows end while every slot is still taken
-    for ended in (waiting_stop, waiting_kill):
+    # THEN all three leave the waiting list: their workflows end while every slot is still taken
+    for ended in (waiting_stop, waiting_kill, waiting_ttl):
         wait_until(lambda: control.workflow_ended(ended.id), message=f"the workflow of {ended.id} never ended")
     assert all(blocker.get()["status"] == "RUNNING" for blocker in blockers)
     for blocker in blockers:
@@ -112,9 +114,11 @@ def test_stop_or_kill_of_a_pending_execution_ends_it_without_running(control, re
     for blocker in blockers:
         blocker.wait_final()
     # AND nothing of them ran: no events, no timers, the status they were given
-    for ended in (waiting_stop, waiting_kill):
+    for ended in (waiting_stop, waiting_kill, waiting_ttl):
         assert ended.events() == [] and ended.get()["timers"] == []
     assert waiting_stop.get()["status"] == "STOPPED" and waiting_kill.get()["status"] == "KILLED"
+    expired = waiting_ttl.get()
+    assert expired["status"] == "STOPPED" and "time-to-live" in expired["status_reason"], expired
 
 
 def test_stop_with_expiry_escalates_to_a_kill(control, repo):
